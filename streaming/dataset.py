@@ -1,0 +1,45 @@
+"""The bundled real dataset (Foursquare NYC check-ins, see data/foursquare_nyc/README.md)
+loaded as tables. Every other part (replay, evaluation, tests) reads it through here.
+
+    checkins = load_checkins()   # one row per check-in, in (time, user) order
+    pois = load_pois()           # one row per POI
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from oneloc.paths import DATA_DIR
+
+DATASETS = {"foursquare-nyc": DATA_DIR / "foursquare_nyc"}
+
+
+def dataset_dir(name: str = "foursquare-nyc") -> Path:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+@lru_cache(maxsize=2)
+def load_checkins(name: str = "foursquare-nyc") -> pd.DataFrame:
+    """Columns: user_id (int64), poi_id (int64), venue_id, category_id, category (str, '' if unknown),
+    lat, lng (float64, the venue's), ts_ms (int64, UTC epoch milliseconds), seq (int64: the row's
+    position in the file, a stable tie-breaker). Sorted by (ts_ms, user_id, seq)."""
+    df = pd.read_csv(dataset_dir(name) / "checkins.csv.gz", dtype={"venue_id": str, "category_id": str,
+                                                                    "category": str}, keep_default_na=False)
+    df = df.rename(columns={"latitude": "lat", "longitude": "lng"})
+    df["ts_ms"] = (pd.to_datetime(df["utc_time"], utc=True).astype("int64") // 1_000_000).astype("int64")
+    df["seq"] = range(len(df))
+    df = df.drop(columns=["utc_time"]).sort_values(["ts_ms", "user_id", "seq"], kind="stable")
+    return df.reset_index(drop=True)
+
+
+@lru_cache(maxsize=2)
+def load_pois(name: str = "foursquare-nyc") -> pd.DataFrame:
+    """Columns: poi_id (int64), venue_id, category_id, category (str, '' if unknown), lat, lng."""
+    df = pd.read_csv(dataset_dir(name) / "pois.csv", dtype={"venue_id": str, "category_id": str,
+                                                            "category": str}, keep_default_na=False)
+    return df.rename(columns={"latitude": "lat", "longitude": "lng"}).sort_values("poi_id").reset_index(drop=True)

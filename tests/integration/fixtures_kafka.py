@@ -1,0 +1,1 @@
+"""Kafka fixtures (owned by the infra/kafka work). Placeholder until that lands."""
