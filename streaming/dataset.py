@@ -31,7 +31,8 @@ def load_checkins(name: str = "foursquare-nyc") -> pd.DataFrame:
     df = pd.read_csv(dataset_dir(name) / "checkins.csv.gz", dtype={"venue_id": str, "category_id": str,
                                                                     "category": str}, keep_default_na=False)
     df = df.rename(columns={"latitude": "lat", "longitude": "lng"})
-    df["ts_ms"] = (pd.to_datetime(df["utc_time"], utc=True).astype("int64") // 1_000_000).astype("int64")
+    t = pd.to_datetime(df["utc_time"], utc=True)
+    df["ts_ms"] = ((t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).astype("int64")
     df["seq"] = range(len(df))
     df = df.drop(columns=["utc_time"]).sort_values(["ts_ms", "user_id", "seq"], kind="stable")
     return df.reset_index(drop=True)

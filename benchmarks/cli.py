@@ -1,0 +1,40 @@
+"""`oneloc bench <which>`: every benchmark prints one JSON object with its figures and the
+in-run baseline it compares against (ratios, not absolute times: these machines are noisy).
+Each ``benchmarks/bench_<which>.py`` defines ``run(cfg, args) -> dict``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+from oneloc.config import OneLocConfig
+
+BENCHMARKS = ("produce", "ingest", "model", "train", "serve")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("which", choices=BENCHMARKS)
+    p.add_argument("--events", type=int, default=0, help="workload size (benchmark-specific default)")
+    p.add_argument("--rounds", type=int, default=0, help="repetitions (benchmark-specific default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (model/train benchmarks)")
+    p.add_argument("--sizes", default="default", help="model sizes, comma-separated (model/train benchmarks)")
+    p.add_argument("--out", default="", help="also write the JSON here")
+
+
+def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
+    if args.which == "produce" or args.which == "ingest":
+        from oneloc.infra.kafka.embedded import ensure_running
+        from oneloc.infra.topics import apply_topics
+
+        if cfg.kafka.is_embedded:
+            ensure_running(cfg)
+        apply_topics(cfg)
+    module = importlib.import_module(f"oneloc.benchmarks.bench_{args.which}")
+    result = module.run(cfg, args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
