@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ns, rest = top.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if not ns.command:
         top.print_help()
         return 2

@@ -33,7 +33,7 @@ def _stage_replay(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> N
 
 
 def _stage_counts(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> None:
-    from oneloc.infra.kafka.embedded import topic_counts
+    from oneloc.infra.kafka.admin import topic_counts
     from oneloc.infra.topics import topic_name
 
     counts = topic_counts(cfg)

@@ -8,6 +8,7 @@ schema's key, and sends with an idempotent, acks=all kafka-python producer.
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Any
 
 from kafka import KafkaProducer
@@ -20,8 +21,9 @@ from oneloc.schemas import registry
 log = logging.getLogger(__name__)
 
 
+@lru_cache(maxsize=65536)
 def partition_for(key: bytes, num_partitions: int) -> int:
-    """Kafka's default (Java-compatible murmur2) partition of a key."""
+    """Kafka's default (Java-compatible murmur2) partition of a key (memoised: keys repeat)."""
     return (murmur2(key) & 0x7FFFFFFF) % num_partitions
 
 

@@ -9,10 +9,11 @@ Events, in event-time order (``build_events``, pure):
      seen BEFORE this check-in, i.e. their previous check-in, or null for their first).
 So no event reveals where a user goes before the check-in happens.
 
-Every record carries a header ``oneloc-replay-seq`` (its position in that order). Keys are
-partitioned explicitly with Kafka's murmur2, and the idempotent producer keeps per-partition
-order, so on resume the last record of each partition tells exactly what was delivered:
-events at or below a partition's watermark are skipped. No checkpoint file, no duplicates.
+Every event has a position (seq) in that order, and a unique id in its payload (poi_id,
+event_id, order_id). Keys are partitioned explicitly with Kafka's murmur2, and the idempotent
+producer keeps per-partition order, so on resume the newest replayed record of each partition
+(its id mapped back to its seq) tells exactly what was delivered: events at or below a
+partition's watermark are skipped. No checkpoint file, no headers, no duplicates.
 
     oneloc replay --dataset foursquare-nyc --speed 5000 --limit 20000
 """
@@ -35,7 +36,6 @@ from oneloc.streaming.dataset import load_checkins, load_pois
 from oneloc.streaming.spend import CURRENCY, category_spend, order_amount, price_level
 
 log = logging.getLogger(__name__)
-SEQ_HEADER = "oneloc-replay-seq"
 ROLES = ("poi-catalog", "user-locations", "orders")
 
 
@@ -78,6 +78,14 @@ def build_events(dataset: str = "foursquare-nyc", limit: int = 0) -> list[Replay
     return events
 
 
+_ID_FIELD = {"Poi": "poi_id", "UserLocation": "event_id", "Order": "order_id"}
+
+
+def identity(schema: str, record: dict[str, Any]) -> tuple[str, str]:
+    """The unique id of a replayed record: (schema, its id field)."""
+    return schema, record[_ID_FIELD[schema]]
+
+
 def expected_counts(events: Iterable[ReplayEvent]) -> dict[str, int]:
     counts = dict.fromkeys(ROLES, 0)
     for e in events:
@@ -85,8 +93,13 @@ def expected_counts(events: Iterable[ReplayEvent]) -> dict[str, int]:
     return counts
 
 
-def read_watermarks(cfg: OneLocConfig, topics: list[str]) -> dict[tuple[str, int], int]:
-    """(topic, partition) -> the replay seq of the partition's last record (-1 when empty)."""
+def read_watermarks(cfg: OneLocConfig, topics: list[str], events: list[ReplayEvent],
+                    window: int = 500) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the highest replay seq among the partition's last ``window``
+    records (-1 when none of them came from this replay: other producers may share topics)."""
+    from oneloc.schemas import decode
+
+    seq_of = {identity(e.schema, e.record): e.seq for e in events}
     consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.servers(), enable_auto_commit=False,
                              client_id=f"{cfg.kafka.client_id}-replay-watermarks")
     try:
@@ -97,14 +110,16 @@ def read_watermarks(cfg: OneLocConfig, topics: list[str]) -> dict[tuple[str, int
             if ends[tp] == 0:
                 continue
             consumer.assign([tp])
-            consumer.seek(tp, max(0, ends[tp] - 1))
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                recs = consumer.poll(timeout_ms=500).get(tp, [])
-                seqs = [int(dict(r.headers).get(SEQ_HEADER, b"-1")) for r in recs]
-                if seqs:
-                    marks[(tp.topic, tp.partition)] = max(seqs)
-                    break
+            consumer.seek(tp, max(0, ends[tp] - window))
+            deadline = time.time() + 15
+            while consumer.position(tp) < ends[tp] and time.time() < deadline:
+                for r in consumer.poll(timeout_ms=500).get(tp, []):
+                    try:
+                        name, rec = decode(r.value, check=False)
+                        seq = seq_of.get(identity(name, rec), -1)
+                    except Exception:  # foreign or garbled record: not ours
+                        seq = -1
+                    marks[(tp.topic, tp.partition)] = max(marks[(tp.topic, tp.partition)], seq)
         return marks
     finally:
         consumer.close()
@@ -145,8 +160,7 @@ def send_events(producer: Any, events: list[ReplayEvent], *, watermarks: dict[tu
             skipped[e.role] += 1
         else:
             value = producer._registry.encode(e.schema, e.record)
-            producer.producer.send(topic, value=value, key=key, partition=part,
-                                   headers=[(SEQ_HEADER, str(e.seq).encode())])
+            producer.producer.send(topic, value=value, key=key, partition=part)
             sent[e.role] += 1
             limiter.tick()
         bar.update(1)
@@ -167,7 +181,7 @@ def replay(cfg: OneLocConfig, *, dataset: str | None = None, limit: int | None =
     events = build_events(dataset, limit)
     with EventProducer(cfg) as producer:
         topic_of = {r: producer.topic(r) for r in ROLES}
-        marks = read_watermarks(cfg, list(topic_of.values()))
+        marks = read_watermarks(cfg, list(topic_of.values()), events)
         result = send_events(producer, events, watermarks=marks, speed=speed, progress=progress,
                              topic_of=topic_of)
     result.update(dataset=dataset, limit=limit, expected=expected_counts(events),

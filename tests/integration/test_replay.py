@@ -7,13 +7,14 @@ from kafka import KafkaConsumer, TopicPartition
 
 from oneloc.schemas import decode
 from oneloc.streaming.producer import EventProducer
-from oneloc.streaming.replay import ROLES, SEQ_HEADER, build_events, read_watermarks, replay, send_events
+from oneloc.streaming.replay import ROLES, build_events, identity, read_watermarks, replay, send_events
 
 pytestmark = pytest.mark.integration
 
 
-def _seqs_by_role(cfg, topics):
+def _seqs_by_role(cfg, topics, events):
     """role -> Counter of replay seqs present in the topic, and the decoded orders."""
+    seq_of = {identity(e.schema, e.record): e.seq for e in events}
     consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.servers(), enable_auto_commit=False)
     out, orders = {}, []
     try:
@@ -26,11 +27,12 @@ def _seqs_by_role(cfg, topics):
             while any(consumer.position(tp) < ends[tp] for tp in tps):
                 for recs in consumer.poll(timeout_ms=1000).values():
                     for r in recs:
-                        seq = dict(r.headers).get(SEQ_HEADER)
+                        name, rec = decode(r.value)
+                        seq = seq_of.get(identity(name, rec))
                         if seq is not None:
-                            seen[int(seq)] += 1
+                            seen[seq] += 1
                             if role == "orders":
-                                orders.append((r.partition, int(seq), decode(r.value, "Order")[1]))
+                                orders.append((r.partition, seq, rec))
             out[role] = seen
     finally:
         consumer.close()
@@ -38,8 +40,8 @@ def _seqs_by_role(cfg, topics):
 
 
 @pytest.mark.timeout(240)
-def test_replay_slice_is_exact_and_resumable(kafka_cfg):
-    cfg = kafka_cfg
+def test_replay_slice_is_exact_and_resumable(fresh_topics_cfg):
+    cfg = fresh_topics_cfg
     limit = 400
     events = build_events(limit=limit)
     want = {r: Counter(e.seq for e in events if e.role == r) for r in ROLES}
@@ -48,7 +50,8 @@ def test_replay_slice_is_exact_and_resumable(kafka_cfg):
     with EventProducer(cfg) as p:
         topics = {r: p.topic(r) for r in ROLES}
         cut = len(events) - limit  # the catalog and half of the check-ins
-        send_events(p, events[:cut], watermarks=read_watermarks(cfg, list(topics.values())), progress=False)
+        send_events(p, events[:cut], watermarks=read_watermarks(cfg, list(topics.values()), events),
+                    progress=False)
 
     # The resumed run sends only what is missing; a third run sends nothing.
     second = replay(cfg, limit=limit, progress=False)
@@ -56,11 +59,9 @@ def test_replay_slice_is_exact_and_resumable(kafka_cfg):
     third = replay(cfg, limit=limit, progress=False)
     assert sum(third["sent"].values()) == 0
 
-    got, orders = _seqs_by_role(cfg, topics)
-    for role in ROLES:
-        assert set(got[role]) >= set(want[role])
-        extra = {s: n for s, n in got[role].items() if s in want[role] and n != 1}
-        assert not extra, f"duplicates in {role}: {extra}"
+    got, orders = _seqs_by_role(cfg, topics, events)
+    for role in ROLES:  # exactly the expected events, each once
+        assert got[role] == want[role], f"{role}: {len(got[role])} distinct vs {len(want[role])} expected"
     assert second["expected"] == {"poi-catalog": 5135, "user-locations": limit, "orders": limit}
 
     # Per-key order: within each partition, one user's orders come in event-time order.
