@@ -1,9 +1,64 @@
-"""Model section of the configuration: sizes and the switches of each geo component."""
+"""Model section of the configuration: sizes, the tokenizer, and the switches of each geo component.
+
+    cfg.model.size = "tiny" | "default" | "large"     # preset dimensions, see SIZES
+    cfg.model.d_model = 256                           # any explicit value overrides the preset
+    cfg.model.geo_ids / attn_bias / gate / prompt     # ablation switches (False removes the module)
+
+``ctx_dim`` (C, the length of a location-context vector) is 0 by default: it is then taken from the
+context vectors the tokenizer was fitted on (``build_model``), so the model accepts any C.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from oneloc._section import Section
+
+# name -> (d_model, n_heads, enc_layers, dec_layers, d_ff)
+SIZES: dict[str, tuple[int, int, int, int, int]] = {
+    "tiny": (32, 2, 1, 1, 64),          # unit tests
+    "default": (128, 4, 2, 2, 512),     # CPU-servable
+    "large": (512, 8, 6, 6, 2048),      # GPUs
+}
+
+
+class TokenizerConfig(Section):
+    """Geo-aware semantic IDs: balanced residual K-means over [own embedding ; location context]."""
+
+    levels: int = Field(default=3, description="residual K-means levels (a disambiguation code is added)")
+    codebook_size: int = 64
+    kmeans_iters: int = 15
+    cf_dim: int = Field(default=32, description="collaborative (PPMI co-visitation SVD) embedding size")
+    cf_window: int = Field(default=3, description="co-visitation window within a sequence")
+    w_category: float = 1.0
+    w_cf: float = 1.0
+    w_ctx: float = 1.0
+    seed: int = 0
 
 
 class ModelConfig(Section):
-    size: str = "default"
+    size: Literal["tiny", "default", "large"] = "default"
+    d_model: int | None = None
+    n_heads: int | None = None
+    enc_layers: int | None = None
+    dec_layers: int | None = None
+    d_ff: int | None = None
+    dropout: float = 0.1
+    max_history: int = Field(default=50, description="T, events of history fed to the encoder")
+    ctx_dim: int = Field(default=0, description="C; 0 = from the tokenizer's context vectors")
+    prompt_tokens: int = Field(default=4, description="P, neighbor-aware prompt tokens")
+    geo_bias_dim: int = Field(default=16, description="per-head size of the projected E_lc")
+    # ablation switches: each geo component is removed entirely when False
+    geo_ids: bool = True
+    attn_bias: bool = True
+    gate: bool = True
+    prompt: bool = True
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+
+    def dims(self) -> tuple[int, int, int, int, int]:
+        """(d_model, n_heads, enc_layers, dec_layers, d_ff): the preset, with explicit values over it."""
+        preset = SIZES[self.size]
+        given = (self.d_model, self.n_heads, self.enc_layers, self.dec_layers, self.d_ff)
+        return tuple(g if g is not None else p for g, p in zip(given, preset, strict=True))  # type: ignore[return-value]

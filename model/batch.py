@@ -1,0 +1,80 @@
+"""Build the model's input batch from plain Python lists / numpy: the one function that training,
+evaluation and serving all call.
+
+Batch (dict of tensors; B requests, T = max_len history events, C context size, R ring cells, L levels).
+Histories are padded on the LEFT (the latest event is always at position T - 1) and ``hist_mask`` marks
+the real events, so padding never changes the output:
+
+    hist_items   (B, T)    long    item index 1..N (tokenizer.index_of), 0 = padding or unknown POI
+    hist_mask    (B, T)    bool    True = real event
+    hist_how     (B, T)    long    hour of week of the event, 0..167 (UTC, Monday 00h = 0)
+    hist_gap     (B, T)    float32 log1p(hours between the event and the request time)
+    hist_loc     (B, T, 2) float32 lat, lng of the event (default: the POI's location)
+    hist_ctx     (B, T, C) float32 location-context vector of the event's cell (default: the tokenizer's)
+    user_loc     (B, 2)    float32 the user's last known location BEFORE the target (never the target's)
+    nbr_ctx      (B, R, C) float32 context vectors of the user's cell and its ring (context.neighbor_context)
+    target_codes (B, L)    long    semantic ID of the target POI (only when targets are given)
+    target_items (B,)      long    item index of the target POI, 0 if unknown (only when targets are given)
+
+    batch = make_batch(tok, histories=[[12, 7, 33]], history_ts_ms=[[t1, t2, t3]], now_ts_ms=[t4],
+                       user_locs=[(40.75, -73.98)], nbr_ctx=[nbr], targets=[55], max_len=50)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+HOUR_MS = 3_600_000
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
+def hour_of_week(ts_ms: np.ndarray) -> np.ndarray:
+    hours = np.asarray(ts_ms, np.int64) // HOUR_MS
+    return ((hours // 24 + EPOCH_WEEKDAY) % 7) * 24 + hours % 24
+
+
+def make_batch(tok, histories: list[list], history_ts_ms: list[list[int]], now_ts_ms: list[int], user_locs,
+               nbr_ctx, targets: list | None = None, *, max_len: int, history_locs: list | None = None,
+               history_ctx: list | None = None, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Lists of POI ids (oldest first) and their times -> the batch above (the last ``max_len`` events).
+    ``history_locs`` / ``history_ctx`` (per request, per event) override the catalog's location and
+    context of each event, e.g. with the live neighbor index's vectors."""
+    B, T, C = len(histories), max_len, tok.ctx_dim
+    items = np.zeros((B, T), np.int64)
+    how = np.zeros((B, T), np.int64)
+    gap = np.zeros((B, T), np.float32)
+    loc = np.zeros((B, T, 2), np.float32)
+    ctx = np.zeros((B, T, C), np.float32)
+    for b, (hist, ts) in enumerate(zip(histories, history_ts_ms, strict=True)):
+        if len(hist) != len(ts):
+            raise ValueError(f"request {b}: {len(hist)} history events but {len(ts)} timestamps")
+        n = min(len(hist), T)
+        if n == 0:
+            continue
+        idx = np.array([tok.index_of(p) for p in hist[-n:]], np.int64)
+        t = np.asarray(ts[-n:], np.int64)
+        items[b, T - n:] = idx
+        how[b, T - n:] = hour_of_week(t)
+        gap[b, T - n:] = np.log1p(np.maximum(now_ts_ms[b] - t, 0) / HOUR_MS)
+        known = idx > 0
+        if history_locs is not None:
+            loc[b, T - n:] = np.asarray(history_locs[b], np.float32)[-n:]
+        else:
+            loc[b, T - n:][known] = np.stack([tok.lat[idx[known] - 1], tok.lng[idx[known] - 1]], 1)
+        if history_ctx is not None:
+            ctx[b, T - n:] = np.asarray(history_ctx[b], np.float32)[-n:]
+        else:
+            ctx[b, T - n:][known] = tok.ctx[idx[known] - 1]
+    batch = {
+        "hist_items": torch.from_numpy(items), "hist_mask": torch.from_numpy(items > 0),
+        "hist_how": torch.from_numpy(how), "hist_gap": torch.from_numpy(gap),
+        "hist_loc": torch.from_numpy(loc), "hist_ctx": torch.from_numpy(ctx),
+        "user_loc": torch.as_tensor(np.asarray(user_locs, np.float32).reshape(B, 2)),
+        "nbr_ctx": torch.as_tensor(np.asarray(nbr_ctx, np.float32).reshape(B, -1, C)),
+    }
+    if targets is not None:
+        target_items = np.array([tok.index_of(p) for p in targets], np.int64)
+        batch["target_items"] = torch.from_numpy(target_items)
+        batch["target_codes"] = torch.from_numpy(tok.item_codes()[target_items])
+    return {k: v.to(device) for k, v in batch.items()}

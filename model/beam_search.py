@@ -1,0 +1,41 @@
+"""Constrained beam search: the top-k valid, distinct POIs for a batch of users, with log-prob scores.
+
+Each step extends every beam by one code, allowed only where the trie has a child, so every finished
+beam is the full ID of an existing POI; IDs are unique, so finished beams are distinct POIs. With a beam
+at least as wide as the number of items this is exhaustive scoring. Call it on a model in eval mode
+(dropout off) for deterministic results.
+
+    items, scores = beam_search(model, batch, trie, k=10)   # (B, k) item indices (1..N, -1 = none), (B, k)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from oneloc.model.trie import Trie
+
+
+@torch.no_grad()
+def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None) -> tuple[torch.Tensor, ...]:
+    beam = max(beam or 2 * k, k)
+    memory, mem_mask = model.encode(batch)                                      # (B, M, d), (B, M)
+    B, dev = memory.size(0), memory.device
+    nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)                     # (B, W) trie node per beam
+    scores = torch.zeros(B, 1, device=dev)                                      # (B, W) log p so far
+    prefix = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)                 # (B, W, l) codes so far
+    for level in range(trie.depth):
+        W = nodes.size(1)
+        logp = model.next_logprobs(memory, mem_mask, prefix.view(B * W, level)).view(B, W, -1)  # (B, W, K)
+        K = logp.size(-1)
+        valid = trie.valid[level][nodes]                                        # (B, W, K)
+        cand = (scores[..., None] + logp).masked_fill(~valid, float("-inf"))
+        scores, flat = cand.view(B, W * K).topk(min(beam, W * K), dim=1)        # sorted, (B, W')
+        parent, code = flat // K, flat % K
+        nodes = trie.child[level][nodes.gather(1, parent), code].clamp_min(0)  # dead beams -> node 0
+        prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), code[..., None]], 2)
+    items = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, -1))
+    if items.size(1) < k:  # fewer beams than asked: pad with "none"
+        pad = k - items.size(1)
+        items = torch.cat([items, items.new_full((B, pad), -1)], 1)
+        scores = torch.cat([scores, scores.new_full((B, pad), float("-inf"))], 1)
+    return items[:, :k], scores[:, :k]

@@ -1,0 +1,117 @@
+"""OneLoc: an encoder-decoder that generates the semantic ID of the next POI, with the geo components
+(attention bias, location gate, neighbor prompt) each present only when its switch is on.
+
+    model = build_model(cfg.model, tokenizer)
+    loss = model(batch)                               # next-token CE over the target's codes
+    logp = model.sequence_logprob(batch, codes)       # (B,) log p(codes | user), e.g. for DPO
+    items, scores = beam_search(model, batch, trie, k=10)   # (see beam_search.py)
+
+The batch is the dict of tensors built by ``batch.make_batch`` (shapes there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from oneloc.model.attention import GeoBias
+from oneloc.model.config import ModelConfig
+from oneloc.model.decoder import Decoder
+from oneloc.model.embed import CodeEmbedding, EventEmbedding, LocationEmbedding
+from oneloc.model.encoder import Encoder
+from oneloc.model.gate import LocationGate
+from oneloc.model.prompt import NeighborPrompt
+
+
+class OneLoc(nn.Module):
+    def __init__(self, cfg: ModelConfig, codebook_sizes: list[int], item_codes: np.ndarray | torch.Tensor):
+        super().__init__()
+        if cfg.ctx_dim <= 0:
+            raise ValueError("ModelConfig.ctx_dim must be set (build_model takes it from the tokenizer)")
+        d, nh, n_enc, n_dec, d_ff = cfg.dims()
+        self.cfg, self.codebook_sizes = cfg, list(codebook_sizes)
+        self.register_buffer("item_codes", torch.as_tensor(item_codes, dtype=torch.long))  # (N + 1, L)
+        self.codes = CodeEmbedding(self.codebook_sizes, d)
+        self.loc = LocationEmbedding(d)
+        self.event = EventEmbedding(d, cfg.max_history)
+        self.encoder = Encoder(d, nh, n_enc, d_ff, cfg.dropout)
+        self.decoder = Decoder(self.codebook_sizes, d, nh, n_dec, d_ff, cfg.dropout)
+        self.mem_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # always attendable (empty history)
+        self.drop = nn.Dropout(cfg.dropout)
+        # the geo components: absent (None) when switched off
+        self.geo_bias = GeoBias(cfg.ctx_dim, nh, cfg.geo_bias_dim) if cfg.attn_bias else None
+        self.gate = LocationGate(d) if cfg.gate else None
+        self.prompt = (NeighborPrompt(cfg.ctx_dim, d, nh, cfg.prompt_tokens, d_ff, cfg.dropout)
+                       if cfg.prompt else None)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> memory (B, M, d) and its mask (B, M), M = 1 + T (+ P with the prompt)."""
+        items = self.codes(self.item_codes[batch["hist_items"]]).sum(-2)          # (B, T, d)
+        mask = batch["hist_mask"]                                                 # (B, T)
+        x = self.drop(items + self.loc(batch["hist_loc"]) + self.event(batch["hist_how"], batch["hist_gap"]))
+        user = self.loc(batch["user_loc"])                                        # (B, d)
+        bias = self.geo_bias(batch["hist_ctx"]) if self.geo_bias is not None else None
+        gate = self.gate(user, items) if self.gate is not None else None          # (B, T) in (0, 2)
+        h = self.encoder(x, mask, bias, gate)                                     # (B, T, d)
+        B = h.size(0)
+        parts, masks = [self.mem_token.expand(B, 1, -1).to(h.dtype), h], [mask.new_ones(B, 1), mask]
+        if self.prompt is not None:
+            p = self.prompt(user, batch["nbr_ctx"])                               # (B, P, d)
+            parts.append(p.to(h.dtype))
+            masks.append(mask.new_ones(B, p.size(1)))
+        return torch.cat(parts, 1), torch.cat(masks, 1)
+
+    def level_logits(self, memory, mem_mask, codes) -> list[torch.Tensor]:
+        """Teacher forcing: codes (B * G, L) -> per level l, logits (B * G, K_l) of code l given codes < l
+        (G sequences per memory row, grouped by request)."""
+        hidden = self.decoder(self.codes(codes[:, :-1]), memory, mem_mask)        # (B, L, d)
+        return [self.decoder.logits(hidden[:, lv], lv).float() for lv in range(self.num_levels)]
+
+    def next_logprobs(self, memory, mem_mask, prefix) -> torch.Tensor:
+        """prefix (B * G, l) codes so far -> (B * G, K_l) log-probabilities of code l (float32)."""
+        hidden = self.decoder(self.codes(prefix), memory, mem_mask)               # (B, l + 1, d)
+        return F.log_softmax(self.decoder.logits(hidden[:, -1], prefix.size(1)).float(), dim=-1)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Mean next-token cross-entropy over the levels of ``batch['target_codes']`` (B, L)."""
+        memory, mem_mask = self.encode(batch)
+        codes = batch["target_codes"]
+        logits = self.level_logits(memory, mem_mask, codes)
+        return torch.stack([F.cross_entropy(lg, codes[:, lv]) for lv, lg in enumerate(logits)]).mean()
+
+    def sequence_logprob(self, batch: dict, codes: torch.Tensor, memory=None) -> torch.Tensor:
+        """log p(codes | user) summed over levels: codes (B * G, L) -> (B * G,); ``memory`` = encode(batch)."""
+        memory, mem_mask = memory if memory is not None else self.encode(batch)
+        logits = self.level_logits(memory, mem_mask, codes)
+        return sum(F.log_softmax(lg, -1).gather(1, codes[:, lv, None]).squeeze(1) for lv, lg in enumerate(logits))
+
+    @torch.no_grad()
+    def score_items(self, batch: dict, items: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+        """Exhaustive scoring: log p(item | user) for items (M,) item indices (default: all 1..N) ->
+        (B, M). Costs B * M decoder passes; for evaluation and tests, beam search is the fast path."""
+        memory, mem_mask = self.encode(batch)
+        if items is None:
+            items = torch.arange(1, self.item_codes.size(0), device=memory.device)
+        B, M = memory.size(0), items.numel()
+        out = []
+        for start in range(0, M, max(1, chunk // B)):
+            it = items[start:start + max(1, chunk // B)]
+            m = it.numel()
+            codes = self.item_codes[it].repeat(B, 1)                              # (B * m, L)
+            out.append(self.sequence_logprob(None, codes, (memory, mem_mask)).view(B, m))
+        return torch.cat(out, 1)
+
+
+def build_model(cfg: ModelConfig, tokenizer) -> OneLoc:
+    """The model for a fitted tokenizer; ctx_dim 0 in the config is taken from its context vectors."""
+    if cfg.ctx_dim == 0:
+        cfg = cfg.model_copy(update={"ctx_dim": tokenizer.ctx_dim})
+    elif cfg.ctx_dim != tokenizer.ctx_dim:
+        raise ValueError(f"ctx_dim {cfg.ctx_dim} != the tokenizer's context vectors ({tokenizer.ctx_dim})")
+    return OneLoc(cfg, tokenizer.codebook_sizes, tokenizer.item_codes())

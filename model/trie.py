@@ -1,0 +1,52 @@
+"""Prefix trie of the valid semantic IDs, as dense tensors so that constrained beam search is batched.
+
+At depth l (0 = root) the trie has n_l nodes; ``valid[l]`` (n_l, K_l) says which code may follow each
+node and ``child[l]`` (n_l, K_l) gives the node it leads to (at the last depth: the item index, 1..N).
+
+    trie = Trie.from_codes(codes, codebook_sizes)     # codes (N, L): row i is the ID of item i + 1
+    mask = trie.valid[0][node]                       # node (B,) -> (B, K_0) allowed first codes
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class Trie:
+    def __init__(self, valid: list[torch.Tensor], child: list[torch.Tensor]):
+        self.valid = valid      # per depth: (n_l, K_l) bool
+        self.child = child      # per depth: (n_l, K_l) long, -1 where invalid
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, codebook_sizes: list[int]) -> Trie:
+        codes = np.asarray(codes, dtype=np.int64)
+        n, depth = codes.shape
+        node_of: list[dict[tuple, int]] = [{(): 0}] + [{} for _ in range(depth)]
+        for row in codes:  # number the nodes of each depth in order of first appearance
+            for d in range(1, depth):
+                node_of[d].setdefault(tuple(row[:d]), len(node_of[d]))
+        valid, child = [], []
+        for d in range(depth):
+            ch = torch.full((len(node_of[d]), codebook_sizes[d]), -1, dtype=torch.long)
+            for item, row in enumerate(codes, start=1):
+                target = item if d == depth - 1 else node_of[d + 1][tuple(row[:d + 1])]
+                ch[node_of[d][tuple(row[:d])], row[d]] = target
+            child.append(ch)
+            valid.append(ch >= 0)
+        return cls(valid, child)
+
+    @property
+    def depth(self) -> int:
+        return len(self.valid)
+
+    def to(self, device: torch.device | str) -> Trie:
+        return Trie([v.to(device) for v in self.valid], [c.to(device) for c in self.child])
+
+    def contains(self, code: list[int]) -> bool:
+        node = 0
+        for d, c in enumerate(code):
+            if not (0 <= c < self.valid[d].shape[1]) or not bool(self.valid[d][node, c]):
+                return False
+            node = int(self.child[d][node, c])
+        return True

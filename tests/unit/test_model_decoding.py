@@ -1,0 +1,84 @@
+"""Constrained beam search and the checkpoint format, on the tiny model of test_model.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oneloc.model.beam_search import beam_search
+from oneloc.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tests.unit.test_model import N_POIS, tiny
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_beam_search_returns_valid_distinct_items_sorted_by_score():
+    tok, model, b = tiny()
+    items, scores = beam_search(model, b, tok.trie(), k=10, beam=12)
+    assert items.shape == scores.shape == (4, 10)
+    assert ((items >= 1) & (items <= N_POIS)).all()
+    for row in items.tolist():
+        assert len(set(row)) == len(row)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    # each score is the model's log-probability of that item's full ID
+    codes = model.item_codes[items[0]]
+    batch0 = {k: v[:1].expand(10, *v.shape[1:]) for k, v in b.items()}
+    assert torch.allclose(model.sequence_logprob(batch0, codes), scores[0], atol=1e-4)
+
+
+def test_wide_beam_equals_exhaustive_scoring_of_all_items():
+    tok, model, b = tiny()
+    every = model.score_items(b)                                    # (B, N)
+    top, idx = every.topk(10, dim=1)
+    items, scores = beam_search(model, b, tok.trie(), k=10, beam=N_POIS)
+    assert torch.equal(items, idx + 1)
+    assert torch.allclose(scores, top, atol=1e-4)
+
+
+def test_k_larger_than_the_catalog_pads_with_none():
+    tok, model, b = tiny()
+    items, scores = beam_search(model, b, tok.trie(), k=N_POIS + 5, beam=N_POIS + 5)
+    assert (items[:, :N_POIS] >= 1).all() and (items[:, N_POIS:] == -1).all()
+    assert torch.isinf(scores[:, N_POIS:]).all()
+    assert sorted(items[0, :N_POIS].tolist()) == list(range(1, N_POIS + 1))
+
+
+def test_beam_search_is_deterministic_and_batched():
+    tok, model, b = tiny()
+    a = beam_search(model, b, tok.trie(), k=5)
+    one = beam_search(model, {k: v[1:2] for k, v in b.items()}, tok.trie(), k=5)
+    assert torch.equal(a[0], beam_search(model, b, tok.trie(), k=5)[0])
+    assert torch.equal(a[0][1:2], one[0]) and torch.allclose(a[1][1:2], one[1], atol=1e-5)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    tok, model, b = tiny(attn_bias=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # not the init, so a rebuilt model would differ
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, model, tok, model.cfg, extra={"step": 7})
+    model2, tok2, cfg2, extra = load_checkpoint(path)
+    assert cfg2 == model.cfg and extra == {"step": 7} and model2.geo_bias is None
+    assert torch.equal(model2.sequence_logprob(b, b["target_codes"]), model.sequence_logprob(b, b["target_codes"]))
+    assert torch.equal(beam_search(model2, b, tok2.trie(), k=5)[0], beam_search(model, b, tok.trie(), k=5)[0])
+    assert tok2.id_of(5) == tok.id_of(5) and tok2.report == tok.report
+
+
+def test_checkpoint_refuses_corrupt_and_foreign_files(tmp_path):
+    tok, model, _ = tiny()
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, model, tok)
+    with pytest.raises(CheckpointError, match="not the model's"):
+        save_checkpoint(path, model, tok, model.cfg.model_copy(update={"gate": False}))
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    for name in ("cut.pt", "other.pt", "missing.pt"):
+        with pytest.raises(CheckpointError):
+            load_checkpoint(tmp_path / name)
+    payload = torch.load(path, weights_only=True)
+    payload["model_cfg"]["d_model"] = 64  # weights no longer fit the config
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(tmp_path / "mismatch.pt")
