@@ -1,0 +1,1 @@
+"""The embedded Apache Kafka broker (KRaft) and admin helpers for any Kafka cluster."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from oneloc._section import Section
 
@@ -16,8 +16,16 @@ class EmbeddedKafkaConfig(Section):
     port: int = 19092
     controller_port: int = 19093
     data_dir: str = Field(default="", description="empty = <state root>/kafka")
-    heap: str = "512m"
+    heap: str = Field(default="512m", description="broker JVM max heap (-Xmx)")
+    jvm_opts: list[str] = Field(default_factory=list, description="extra JVM options of the broker")
+    properties: dict[str, str] = Field(default_factory=dict, description="extra/overriding server.properties")
     start_timeout_s: float = 90.0
+    stop_timeout_s: float = 30.0
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: object) -> object:  # `--set kafka.embedded.data_dir=` gives None
+        return "" if v is None else v
 
 
 class KafkaConfig(Section):
@@ -27,6 +35,11 @@ class KafkaConfig(Section):
     topics_file: str = Field(default="", description="declarative topics file; empty = infra/topics.yaml")
     client_id: str = "oneloc"
     embedded: EmbeddedKafkaConfig = Field(default_factory=EmbeddedKafkaConfig)
+
+    @field_validator("bootstrap_servers", "topics_file", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: object) -> object:  # `--set kafka.bootstrap_servers=` = back to embedded
+        return "" if v is None else v
 
     def servers(self) -> str:
         return self.bootstrap_servers or f"{self.embedded.host}:{self.embedded.port}"
