@@ -15,19 +15,46 @@ class ReplayConfig(Section):
 
 
 class IngestConfig(Section):
-    interval_s: float = 2.0
-    max_records_per_batch: int = 200_000
-    consumer_group: str = "oneloc-ingest"
+    """The ingest job (ray_jobs/ingest.py): Kafka -> Ray Data -> Delta, in micro-batches."""
+
+    interval_s: float = Field(default=2.0, description="--follow: start a micro-batch at most this often")
+    max_records_per_partition: int = Field(default=50_000, description="records per partition per batch")
+    max_catalog_records_per_partition: int = Field(default=100_000, description="the same, POI catalog")
+    consumer_group: str = Field(default="oneloc-ingest", description="names the offsets stored in Delta")
+    read_timeout_s: float = Field(default=60.0, description="a Kafka read task gives up after this long")
+    read_num_cpus: float = Field(default=0.25, description="Ray CPUs per Kafka read task")
+    decode_num_cpus: float = Field(default=0.5, description="Ray CPUs per decode task")
+    dead_letter_topic: bool = Field(default=True, description="also send dead letters to their topic")
+    shards: bool = Field(default=True, description="build the training-sample shards in the batch")
 
 
 class IndexConfig(Section):
+    """The live H3 neighbor index (streaming/neighbor_state.py, streaming/neighbor_index.py).
+
+    Resolution 8: cells of ~0.74 km^2 (edge ~460 m), i.e. a few minutes' walk across; a cell plus
+    its 1-ring (7 cells, ~5 km^2, ~1.4 km across) is the walkable neighbourhood a local-life
+    recommendation draws from, and at this size a Manhattan cell holds tens of POIs, enough for a
+    stable category mix. Resolution 9 (~0.1 km^2) leaves most cells with 0-2 POIs; resolution 7
+    (~5 km^2) mixes neighbourhoods. Decay uses event time, so a replay is deterministic."""
+
     h3_resolution: int = 8
     k_ring: int = 1
     top_k: int = 50
     half_life_days: float = 7.0
+    ctx_categories: int = Field(default=30, description="categories in the context vector's mixes")
 
 
 class ShardsConfig(Section):
+    """Training shards and the one global chronological split (see streaming/samples.py).
+
+    ``train_end_ms`` / ``val_end_ms`` are the split as two timestamp cutoffs, so that ingestion can
+    apply it event by event: ts < train_end_ms -> train, ts < val_end_ms -> val, else test. The
+    defaults were computed from the bundled NYC check-ins by ``samples.split_cutoffs(load_checkins(),
+    split)``: the timestamps at positions int(0.8 * N) and int(0.9 * N) of all N sorted check-in times
+    (2012-11-23 09:42 UTC and 2013-01-01 11:26 UTC); a unit test checks they still match."""
+
     history_len: int = 50
     trajectory_gap_hours: float = 24.0
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    train_end_ms: int = Field(default=1_353_663_720_000, description="first ms of validation")
+    val_end_ms: int = Field(default=1_357_039_560_000, description="first ms of test")

@@ -1,1 +1,21 @@
-"""Ray fixtures: one local Ray cluster per test session. Placeholder until ingestion lands."""
+"""Ray fixtures: one small local Ray cluster per test session (2 CPUs, no dashboard)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray cluster shared by the session's tests; shut down at the end."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    yield ray
+    if started:
+        ray.shutdown()

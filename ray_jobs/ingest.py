@@ -1,0 +1,142 @@
+"""`oneloc ingest [--follow] [--address RAY_ADDRESS]`: Kafka -> Ray Data -> Delta, in micro-batches.
+
+Each micro-batch:
+  1. the driver asks Kafka where every partition ends and plans, per partition, the range from the
+     lowest offset any Delta table holds to the end (at most ``ingest.max_records_per_partition``);
+  2. Ray Data reads exactly those ranges (``ray.data.read_kafka``, one task per partition) and
+     decodes + validates them in ``map_batches(RecordDecoder)`` (streaming/decoder.py);
+  3. the driver commits each Delta table with the offsets it covers (streaming/ingest_batch.py):
+     exactly-once per table, dead letters to their table and topic, the neighbor index, the shards.
+Without --follow it catches up to the end and exits; with it, a batch starts every ``interval_s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+import pyarrow as pa
+
+from oneloc.streaming.decoder import RecordDecoder
+from oneloc.streaming.ingest_batch import ROLES, BatchWriter, covered_offsets
+from oneloc.streaming.kafka_source import consumer, partitions, plan_ranges, read_ranges, watermarks
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg, address: str | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or cfg.ray.address or None
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per batch is ours
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def decode_ranges(cfg, ranges, marks, expected: dict[str, str]) -> pa.Table:
+    """Ray Data: read the offset ranges and decode them; the decoded records as one Arrow table."""
+    import ray
+
+    # an instance, not the class: Ray runs it as tasks on warm workers (no actor to start per batch)
+    ds = read_ranges(cfg, ranges, marks).map_batches(
+        RecordDecoder(expected), batch_format="numpy", num_cpus=cfg.ingest.decode_num_cpus, batch_size=4096)
+    blocks = [b for b in ray.get(ds.to_arrow_refs()) if b.num_rows]
+    if not blocks:
+        return pa.table({})
+    return pa.concat_tables(blocks, promote_options="permissive")
+
+
+class IngestJob:
+    def __init__(self, cfg):
+        from oneloc.infra.topics import topic_name
+
+        self.cfg = cfg
+        self.topics = {role: topic_name(cfg, role) for role in ROLES}
+        self.expected = {self.topics[role]: schema for role, schema in ROLES.items()}
+        self.consumer = consumer(cfg)
+        parts = partitions(self.consumer, list(self.topics.values()))
+        self.parts = parts
+        parts_of = {role: [tp for tp in parts if tp[0] == t] for role, t in self.topics.items()}
+        producer = None
+        if cfg.ingest.dead_letter_topic:
+            from oneloc.streaming.producer import EventProducer
+
+            producer = EventProducer(cfg)
+        self.writer = BatchWriter(cfg, parts_of, producer)
+        self.writer.dead_topic = topic_name(cfg, "dead-letters")
+        self.batches = 0
+        self.totals: dict[str, int] = {}
+
+    def lag(self, marks) -> int:
+        starts = self.writer.starts()
+        return sum(max(0, high - starts.get(tp, 0)) for tp, (_, high) in marks.items())
+
+    def step(self) -> dict | None:
+        """One micro-batch; None when there is nothing new."""
+        t0 = time.perf_counter()
+        marks = watermarks(self.consumer, self.parts)
+        ing = self.cfg.ingest
+        ranges = plan_ranges(self.writer.starts(), marks, ing.max_records_per_partition,
+                             self.topics["poi-catalog"], ing.max_catalog_records_per_partition)
+        if not ranges:
+            return None
+        decoded = decode_ranges(self.cfg, ranges, marks, self.expected)
+        covered = covered_offsets(decoded) if decoded.num_rows else {}
+        t_read = time.perf_counter() - t0
+        counts = self.writer.apply(decoded, covered) if covered else {}
+        self.batches += 1
+        for k, v in counts.items():
+            self.totals[k] = self.totals.get(k, 0) + v
+        return {"batch": self.batches, "read": decoded.num_rows, **counts, "lag": self.lag(marks),
+                "read_s": round(t_read, 3), "seconds": round(time.perf_counter() - t0, 3)}
+
+    def close(self) -> None:
+        self.consumer.close()
+        if self.writer.producer is not None:
+            self.writer.producer.close()
+
+
+def ingest(cfg, *, follow: bool = False, max_batches: int = 0, quiet: bool = False,
+           address: str | None = None, stop=None) -> dict:
+    """Run micro-batches until caught up (or, with ``follow``, until ``stop`` (a threading.Event)
+    is set); returns totals."""
+    init_ray(cfg, address)
+    job = IngestJob(cfg)
+    t0 = time.perf_counter()
+    try:
+        while stop is None or not stop.is_set():
+            start = time.perf_counter()
+            res = job.step()
+            if res is not None and not quiet:
+                print(" ".join(f"{k}={v}" for k, v in res.items()), flush=True)
+            if max_batches and job.batches >= max_batches:
+                break
+            if res is None or res["lag"] == 0:
+                if not follow:
+                    break
+                time.sleep(max(0.0, cfg.ingest.interval_s - (time.perf_counter() - start)))
+    finally:
+        job.close()
+    return {"batches": job.batches, **job.totals, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--follow", action="store_true", help="keep running; a batch every ingest.interval_s")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--max-batches", type=int, default=0, help="stop after N micro-batches (0 = no limit)")
+    p.add_argument("--quiet", action="store_true", help="no per-batch lines")
+
+
+def run(cfg, args: argparse.Namespace) -> int:
+    totals = ingest(cfg, follow=args.follow, max_batches=args.max_batches, quiet=args.quiet, address=args.address)
+    print(json.dumps({"ingest": totals}))
+    return 0

@@ -1,0 +1,115 @@
+"""Delta tables that remember which Kafka offsets they hold: exactly-once per table.
+
+Every commit of the ingest job carries, in the SAME Delta transaction as its rows, one Delta
+application transaction (``txn`` action) per Kafka partition the table consumes:
+``app_id = "<consumer_group>:<topic>:<partition>"``, ``version`` = the next offset to read. The
+txn actions are part of the table's snapshot, so ``DeltaTable.transaction_version(app_id)``
+returns the offset covered by the last commit that touched that partition, whatever commits
+came between. The same offsets are also written as readable JSON in the commit's
+``custom_metadata`` ("oneloc.offsets").
+
+Multi-table atomicity: each table stores its own offsets. A micro-batch reads from the lowest
+stored offset of all tables, and each table keeps only the records at or above its own offset.
+So if the job dies between two table commits, the restart re-reads the batch, the tables that
+committed skip it, and the others append it: no loss, no duplicate, in every table.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
+
+
+def app_id(group: str, topic: str, partition: int) -> str:
+    return f"{group}:{topic}:{partition}"
+
+
+def open_table(uri: str, storage_options: dict[str, str] | None = None) -> DeltaTable | None:
+    """The table at ``uri``, or None if there is none yet."""
+    if not DeltaTable.is_deltatable(uri, storage_options=storage_options or None):
+        return None
+    return DeltaTable(uri, storage_options=storage_options or None)
+
+
+def stored_offsets(dt: DeltaTable | None, group: str, partitions: list[tuple[str, int]]) -> Offsets:
+    """Offsets the table holds for ``partitions`` (0 where it holds none)."""
+    out: Offsets = {}
+    for topic, part in partitions:
+        v = dt.transaction_version(app_id(group, topic, part)) if dt is not None else None
+        out[(topic, part)] = int(v) if v is not None else 0
+    return out
+
+
+def commit_properties(group: str, offsets: Offsets, extra: dict[str, Any] | None = None) -> CommitProperties:
+    """The txn actions and readable metadata that make a commit cover ``offsets``."""
+    txns = [Transaction(app_id(group, t, p), int(o)) for (t, p), o in sorted(offsets.items())]
+    meta = {"oneloc.offsets": json.dumps({f"{t}:{p}": o for (t, p), o in sorted(offsets.items())})}
+    if extra:
+        meta.update({k: str(v) for k, v in extra.items()})
+    return CommitProperties(custom_metadata=meta, app_transactions=txns)
+
+
+def keep_new(rows: pa.Table, offsets: Offsets) -> pa.Table:
+    """Rows whose (topic, partition, offset) is at or above the table's stored offset."""
+    if rows.num_rows == 0:
+        return rows
+    floor = [offsets.get((t, p), 0) for t, p in zip(rows["topic"].to_pylist(), rows["partition"].to_pylist(),
+                                                      strict=True)]
+    return rows.filter(pc.greater_equal(rows["offset"], pa.array(floor, pa.int64())))
+
+
+class DeltaSink:
+    """One Delta table fed by some Kafka partitions, committing rows and offsets together."""
+
+    def __init__(self, uri: str, group: str, partitions: list[tuple[str, int]],
+                 storage_options: dict[str, str] | None = None):
+        self.uri = uri
+        self.group = group
+        self.partitions = partitions
+        self.storage_options = storage_options or None
+        self.offsets: Offsets = stored_offsets(self.table(), group, partitions)
+
+    def table(self) -> DeltaTable | None:
+        return open_table(self.uri, self.storage_options)
+
+    def covers(self, offsets: Offsets) -> Offsets:
+        """The part of ``offsets`` that would move this table forward."""
+        return {tp: o for tp, o in offsets.items() if tp in self.offsets and o > self.offsets[tp]}
+
+    def write(self, data: pa.Table, offsets: Offsets, *, mode: str = "append",
+              partition_by: list[str] | None = None, extra: dict[str, Any] | None = None) -> bool:
+        """Commit ``data`` (append or overwrite) with the offsets it covers. A batch with no new
+        offsets is not committed; one with offsets but no rows commits an empty append (so the
+        offsets still move). Returns whether it committed."""
+        moved = self.covers(offsets)
+        if not moved:
+            return False
+        write_deltalake(self.uri, data, mode=mode, partition_by=partition_by, schema_mode="merge"
+                        if mode == "append" else "overwrite", storage_options=self.storage_options,
+                        commit_properties=commit_properties(self.group, moved, extra))
+        self.offsets.update(moved)
+        return True
+
+    def upsert(self, data: pa.Table, key: str, offsets: Offsets) -> bool:
+        """Merge ``data`` into the table by ``key`` (update all columns, insert new keys)."""
+        moved = self.covers(offsets)
+        if not moved:
+            return False
+        dt = self.table()
+        if dt is None:
+            return self.write(data, offsets)
+        if data.num_rows:
+            (dt.merge(data, f"t.{key} = s.{key}", source_alias="s", target_alias="t",
+                      commit_properties=commit_properties(self.group, moved))
+             .when_matched_update_all().when_not_matched_insert_all().execute())
+        else:
+            write_deltalake(self.uri, data, mode="append", storage_options=self.storage_options,
+                            commit_properties=commit_properties(self.group, moved))
+        self.offsets.update(moved)
+        return True

@@ -1,0 +1,152 @@
+"""One micro-batch of the ingest job, after the Ray Data read + decode: split the decoded records
+by schema, check that orders name a known POI, and commit every Delta table with its offsets.
+
+Tables (at ``cfg.storage.table(name)``), each exactly-once on its own (see delta_sink.py):
+  locations      UserLocation rows, append, partitioned by event_date
+  orders         Order rows, append, partitioned by event_date
+  pois           the POI catalog, merge/upsert by poi_id
+  dead_letters   raw bytes + topic, partition, offset, reason, failed_at (also sent to the topic)
+  neighbor_index decayed order counts per POI and cell (overwrite: one version per batch)
+  samples, sample_state   training shards (streaming/shards.py)
+Commit order: catalog, events, dead letters, index, shards. A crash anywhere leaves each table at
+a batch boundary; the restart re-reads from the lowest table and each table skips what it has.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from oneloc.streaming.dead_letters import dead_letter_rows, send_dead_letters
+from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new
+from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
+from oneloc.streaming.neighbor_state import apply_orders, apply_pois, empty_state, from_arrow, to_arrow
+
+ROLES = {"poi-catalog": "Poi", "user-locations": "UserLocation", "orders": "Order"}
+LOCATION_COLS = ["event_id", "user_id", "event_time", "lat", "lng", "accuracy_m", "source"]
+ORDER_COLS = ["order_id", "user_id", "poi_id", "event_time", "amount", "currency", "status", "user_lat", "user_lng"]
+POI_COLS = ["poi_id", "category", "category_id", "lat", "lng", "price_level", "avg_spend", "currency", "active",
+            "updated_at", "venue_id"]
+LINEAGE = ["topic", "partition", "offset"]
+_RENAME = {"event_id": "id", "order_id": "id", "updated_at": "event_time"}
+_NULL_NAN = ("accuracy_m", "user_lat", "user_lng")
+
+
+def covered_offsets(raw: pa.Table) -> Offsets:
+    """(topic, partition) -> 1 + the highest offset read: what this batch covers."""
+    if raw.num_rows == 0:
+        return {}
+    g = raw.group_by(["topic", "partition"]).aggregate([("offset", "max")])
+    return {(t, int(p)): int(o) + 1 for t, p, o in zip(g["topic"].to_pylist(), g["partition"].to_pylist(),
+                                                        g["offset_max"].to_pylist(), strict=True)}
+
+
+def project(rows: pa.Table, cols: list[str], event_date: bool) -> pa.Table:
+    """The table columns of flat decoded rows (NaN -> null, lineage last, event_date if asked)."""
+    out = {}
+    for c in cols:
+        col = rows[_RENAME.get(c, c)]
+        if c in _NULL_NAN:
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col)
+        out[c] = col
+    if event_date:
+        out["event_date"] = pc.cast(pc.cast(rows["event_time"], pa.timestamp("ms")), pa.date32())
+    for c in LINEAGE:
+        out[c] = rows[c]
+    return pa.table(out)
+
+
+class BatchWriter:
+    """The Delta side of the ingest job: sinks, the known POI catalog, the index state."""
+
+    def __init__(self, cfg, parts_of: dict[str, list[tuple[str, int]]], producer=None):
+        self.cfg = cfg
+        group, so, table = cfg.ingest.consumer_group, cfg.storage.storage_options, cfg.storage.table
+        every = [tp for role in ROLES for tp in parts_of[role]]
+        self.sinks = {
+            "pois": DeltaSink(table("pois"), group, parts_of["poi-catalog"], so),
+            "locations": DeltaSink(table("locations"), group, parts_of["user-locations"], so),
+            "orders": DeltaSink(table("orders"), group, parts_of["orders"], so),
+            "dead_letters": DeltaSink(table("dead_letters"), group, every, so),
+            INDEX_TABLE: DeltaSink(table(INDEX_TABLE), group, parts_of["poi-catalog"] + parts_of["orders"], so),
+        }
+        dt = self.sinks["pois"].table()
+        self.known = set(dt.to_pyarrow_table(columns=["poi_id"])["poi_id"].to_pylist()) if dt else set()
+        dt = self.sinks[INDEX_TABLE].table()
+        self.state = from_arrow(dt.to_pyarrow_table()) if dt else empty_state()
+        self.shards = None
+        if cfg.ingest.shards:
+            from oneloc.streaming.shards import ShardWriter
+
+            self.shards = ShardWriter(cfg, parts_of["orders"])
+        self.producer = producer
+        self.dead_topic = None
+
+    def starts(self) -> Offsets:
+        """Where the next batch starts: the lowest offset any table holds, per partition."""
+        out: Offsets = {}
+        sources = [s.offsets for s in self.sinks.values()]
+        if self.shards is not None:
+            sources.append(self.shards.starts())
+        for offs in sources:
+            for tp, o in offs.items():
+                out[tp] = min(out.get(tp, o), o)
+        return out
+
+    def apply(self, decoded: pa.Table, covered: Offsets) -> dict[str, int]:
+        """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts."""
+        ok = pc.equal(decoded["reason"], "")
+        good, bad = decoded.filter(ok), decoded.filter(pc.invert(ok))
+        pois = good.filter(pc.equal(good["schema"], "Poi"))
+        orders = good.filter(pc.equal(good["schema"], "Order"))
+        locs = good.filter(pc.equal(good["schema"], "UserLocation"))
+        self.known |= set(pois["id"].to_pylist())
+        known = pc.is_in(orders["poi_id"], pa.array(sorted(self.known), pa.string()))
+        unknown = orders.filter(pc.invert(known))
+        if unknown.num_rows:
+            reasons = pa.array([f"invalid Order.poi_id: unknown POI {p!r}" for p in unknown["poi_id"].to_pylist()])
+            bad = pa.concat_tables([bad, unknown.set_column(unknown.column_names.index("reason"), "reason", reasons)],
+                                   promote_options="permissive")
+            orders = orders.filter(known)
+        n = {}
+        s = self.sinks
+        new_pois = keep_new(pois, s["pois"].offsets)
+        new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
+        new_pois = _last_per_key(new_pois, "id")
+        s["pois"].upsert(project(new_pois, POI_COLS, False), "poi_id", covered)
+        n["pois"] = new_pois.num_rows
+        for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
+            rows = keep_new(rows, s[name].offsets)
+            s[name].write(project(rows, cols, True), covered, partition_by=["event_date"])
+            n[name] = rows.num_rows
+        dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
+        if dead.num_rows and self.producer is not None and self.dead_topic:
+            send_dead_letters(self.producer, self.dead_topic, dead)
+        s["dead_letters"].write(dead, covered)
+        n["dead_letters"] = dead.num_rows
+        ix = self.cfg.index
+        idx_offsets = s[INDEX_TABLE].offsets
+        ip = keep_new(pois, idx_offsets)
+        io = keep_new(orders, idx_offsets)
+        if ip.num_rows or io.num_rows:
+            cat = ip.select(["id", "category", "lat", "lng", "avg_spend"]).rename_columns(
+                ["poi_id", "category", "lat", "lng", "avg_spend"]).to_pandas()
+            self.state = apply_pois(self.state, cat, ix.h3_resolution)
+            self.state = apply_orders(self.state, io.select(["poi_id", "event_time", "amount"]).to_pandas(),
+                                      ix.half_life_days)
+            s[INDEX_TABLE].write(to_arrow(self.state), covered, mode="overwrite")
+        else:
+            s[INDEX_TABLE].write(to_arrow(self.state).slice(0, 0), covered)  # moves offsets only
+        n["index_orders"] = io.num_rows
+        if self.shards is not None:
+            n["samples"] = self.shards.apply(orders, covered)
+        return n
+
+
+def _last_per_key(rows: pa.Table, key: str) -> pa.Table:
+    """The last row (in table order) of every key."""
+    if rows.num_rows == 0:
+        return rows
+    idx = pa.array(range(rows.num_rows), pa.int64())
+    g = pa.table({"k": rows[key], "i": idx}).group_by("k").aggregate([("i", "max")])
+    return rows.take(pc.take(g["i_max"], pc.sort_indices(g["i_max"])))

@@ -1,0 +1,237 @@
+"""The GETNext data protocol on a check-in table: split, trajectories and samples.
+
+Split. One global chronological split of the check-ins, ~80/10/10, as two timestamp cutoffs
+(``ShardsConfig.train_end_ms``, ``val_end_ms``) so that ingestion applies it event by event:
+``ts < train_end_ms`` -> train, ``ts < val_end_ms`` -> val, else test.
+
+Trajectories. A user's check-ins (in (ts, seq) order) are cut wherever the gap to the previous one
+exceeds ``trajectory_gap_hours`` (24 h), and also at a split cutoff: a trajectory never spans two
+splits; the part after the cutoff starts a new trajectory of the next split. Gaps are measured on the
+raw check-ins, before any filtering (as GETNext does).
+
+Samples (one row each; columns ``COLUMNS``):
+- history = the user's latest ``history_len`` check-ins strictly before the target, oldest first,
+  crossing earlier trajectories and earlier splits (they all happened before the target), restricted
+  to training POIs (every training check-in is at one; a val/test check-in at a POI unseen in
+  training is deleted, from trajectories and histories alike). ``n_in_traj`` says how many of the
+  last history items belong to the target's own trajectory (a strict GETNext model feeds only those).
+- the user's last known location = lat/lng of the last history item (the check-in just before the
+  target), never the target's.
+- train: every training check-in of a user except their very first (so next-step prediction at every
+  position of every training trajectory, ``n_in_traj >= 1``, plus trajectory starts with
+  ``n_in_traj == 0`` whose history is earlier trajectories; filter on ``n_in_traj`` to drop those).
+- val / test (GETNext exactly): trajectories of users without a training check-in are dropped,
+  check-ins at POIs unseen in training deleted, trajectories left with fewer than 3 check-ins dropped;
+  one sample per kept trajectory: its last check-in is the target, check-ins 1..n-1 are in the history.
+
+``build_samples`` computes all samples of a table at once; ``SampleBuilder`` consumes events in time
+order and emits the same samples as they become known (train at once, val/test when the trajectory
+closes, or at ``flush``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pandas as pd
+
+from oneloc.streaming.config import ShardsConfig
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ["user_id", "split", "target_poi", "target_ts", "last_lat", "last_lng", "last_ts",
+           "hist_poi", "hist_ts", "n_in_traj"]
+MIN_EVAL_LEN = 3
+
+
+def split_cutoffs(checkins: pd.DataFrame, split: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[int, int]:
+    """(train_end_ms, val_end_ms): the check-in times at positions int(f_train * N) and
+    int((f_train + f_val) * N) of the N sorted times. Deterministic; ties fall to the later split."""
+    ts = np.sort(checkins["ts_ms"].to_numpy())
+    n = len(ts)
+    return int(ts[int(split[0] * n)]), int(ts[int((split[0] + split[1]) * n)])
+
+
+def split_code(ts_ms: np.ndarray | int, cfg: ShardsConfig) -> np.ndarray:
+    """0 = train, 1 = val, 2 = test, elementwise."""
+    ts = np.asarray(ts_ms)
+    return (ts >= cfg.train_end_ms).astype(np.int8) + (ts >= cfg.val_end_ms).astype(np.int8)
+
+
+def split_of(ts_ms: int, cfg: ShardsConfig) -> str:
+    """"train" | "val" | "test" for one event time."""
+    return SPLITS[int(split_code(ts_ms, cfg))]
+
+
+def _by_user(checkins: pd.DataFrame) -> pd.DataFrame:
+    return checkins.sort_values(["user_id", "ts_ms", "seq"], kind="stable").reset_index(drop=True)
+
+
+def trajectory_ids(df: pd.DataFrame, cfg: ShardsConfig) -> np.ndarray:
+    """Trajectory number of each row of a (user, ts, seq)-sorted table: a new one starts at a user's
+    first check-in, after a gap > trajectory_gap_hours, and at a split cutoff."""
+    user, ts = df["user_id"].to_numpy(), df["ts_ms"].to_numpy()
+    sp = split_code(ts, cfg)
+    gap_ms = cfg.trajectory_gap_hours * 3_600_000
+    new = np.ones(len(df), dtype=bool)
+    new[1:] = (user[1:] != user[:-1]) | (ts[1:] - ts[:-1] > gap_ms) | (sp[1:] != sp[:-1])
+    return np.cumsum(new) - 1
+
+
+def _order(samples: pd.DataFrame) -> pd.DataFrame:
+    """Canonical sample order: split, then target time, then user (stable)."""
+    key = samples["split"].map({s: i for i, s in enumerate(SPLITS)})
+    out = samples.assign(_k=key).sort_values(["_k", "target_ts", "user_id"], kind="stable")
+    return out.drop(columns="_k").reset_index(drop=True)
+
+
+def build_samples(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFrame:
+    """All train, val and test samples of a check-in table (columns user_id, poi_id, lat, lng, ts_ms,
+    seq), in canonical order. ``hist_poi`` / ``hist_ts`` are int64 arrays, oldest first."""
+    df = _by_user(checkins)
+    user, poi, ts = df["user_id"].to_numpy(), df["poi_id"].to_numpy(), df["ts_ms"].to_numpy()
+    lat, lng = df["lat"].to_numpy(), df["lng"].to_numpy()
+    sp, traj = split_code(ts, cfg), trajectory_ids(df, cfg)
+    train_pois, train_users = np.unique(poi[sp == 0]), np.unique(user[sp == 0])
+    # the history stream: check-ins that may appear in a history (train, or at a training POI)
+    in_stream = (sp == 0) | np.isin(poi, train_pois)
+    spos = np.cumsum(in_stream) - 1                           # row -> position in the stream
+    s_idx = np.flatnonzero(in_stream)                         # stream position -> row
+    s_user = user[s_idx]
+    first = np.ones(len(s_idx), dtype=bool)
+    first[1:] = s_user[1:] != s_user[:-1]
+    s_start = np.maximum.accumulate(np.where(first, np.arange(len(s_idx)), 0))  # stream pos -> user's start
+
+    # targets: train rows after the user's first check-in; the last kept check-in of each val/test
+    # trajectory of a training user that still has >= MIN_EVAL_LEN kept check-ins
+    user_first = np.ones(len(df), dtype=bool)
+    user_first[1:] = user[1:] != user[:-1]
+    is_train_target = (sp == 0) & ~user_first        # a user's train check-ins all precede the others
+    kept = (sp > 0) & in_stream & np.isin(user, train_users)
+    kept_df = pd.DataFrame({"traj": traj[kept], "row": np.flatnonzero(kept)})
+    g = kept_df.groupby("traj")["row"].agg(["size", "max"])
+    eval_rows = g.loc[g["size"] >= MIN_EVAL_LEN, "max"].to_numpy()
+    targets = np.sort(np.concatenate([np.flatnonzero(is_train_target), eval_rows]))
+
+    L = cfg.history_len
+    rows = []
+    for r in targets:
+        p = spos[r]
+        a = max(s_start[p], p - L)
+        h = s_idx[a:p]                                        # history rows, oldest first
+        last = h[-1]
+        rows.append((user[r], SPLITS[sp[r]], poi[r], ts[r], lat[last], lng[last], ts[last],
+                     poi[h].astype(np.int64), ts[h].astype(np.int64), int(np.sum(traj[h] == traj[r]))))
+    return _order(pd.DataFrame(rows, columns=COLUMNS))
+
+
+class SampleBuilder:
+    """Incremental form of ``build_samples`` for the streaming ingestion: feed the events in time
+    order with ``push``; it returns the samples that each event completes. Train samples come at
+    once; a val/test sample comes when its trajectory closes (the user's next event starts a new
+    trajectory) or at ``flush()`` (end of the stream). State: per user, the last ``history_len``
+    history items, the last event time/split, and the open val/test trajectory."""
+
+    def __init__(self, cfg: ShardsConfig):
+        self.cfg = cfg
+        self.gap_ms = cfg.trajectory_gap_hours * 3_600_000
+        self.train_pois: set = set()
+        self.train_users: set = set()
+        self._hist: dict = {}      # user -> deque of (poi, ts, lat, lng, traj)
+        self._last: dict = {}      # user -> (ts, split code, traj number)
+        self._open: dict = {}      # user -> [kept count, sample if the trajectory ended now]
+        self._now = -(2**63)
+
+    def push(self, user_id, poi_id, ts_ms: int, lat: float, lng: float) -> list[dict]:
+        if ts_ms < self._now:
+            raise ValueError(f"events must come in time order: {ts_ms} < {self._now}")
+        self._now = ts_ms
+        sp = int(split_code(ts_ms, self.cfg))
+        out: list[dict] = []
+        prev = self._last.get(user_id)
+        traj = prev[2] if prev else 0
+        if prev is None or ts_ms - prev[0] > self.gap_ms or sp != prev[1]:
+            out += self._close(user_id)
+            traj = prev[2] + 1 if prev else 0
+        self._last[user_id] = (ts_ms, sp, traj)
+        hist = self._hist.setdefault(user_id, deque(maxlen=self.cfg.history_len))
+        if sp == 0:
+            if hist:
+                out.append(self._sample(user_id, sp, poi_id, ts_ms, traj, hist))
+            self.train_pois.add(poi_id)
+            self.train_users.add(user_id)
+        elif poi_id not in self.train_pois:
+            return out                                        # deleted: neither target nor history
+        elif user_id in self.train_users:
+            o = self._open.setdefault(user_id, [0, None])
+            o[0] += 1
+            if o[0] >= MIN_EVAL_LEN:
+                o[1] = self._sample(user_id, sp, poi_id, ts_ms, traj, hist)
+        hist.append((poi_id, ts_ms, lat, lng, traj))
+        return out
+
+    def flush(self) -> list[dict]:
+        """End of the stream: close every open val/test trajectory."""
+        out: list[dict] = []
+        for u in sorted(self._open):
+            out += self._close(u)
+        return out
+
+    def _close(self, user_id) -> list[dict]:
+        o = self._open.pop(user_id, None)
+        return [o[1]] if o is not None and o[0] >= MIN_EVAL_LEN else []
+
+    @staticmethod
+    def _sample(user_id, sp: int, poi_id, ts_ms: int, traj: int, hist: deque) -> dict:
+        last = hist[-1]
+        return {"user_id": user_id, "split": SPLITS[sp], "target_poi": poi_id, "target_ts": ts_ms,
+                "last_lat": last[2], "last_lng": last[3], "last_ts": last[1],
+                "hist_poi": np.array([h[0] for h in hist], dtype=np.int64),
+                "hist_ts": np.array([h[1] for h in hist], dtype=np.int64),
+                "n_in_traj": sum(1 for h in hist if h[4] == traj)}
+
+
+def samples_from_events(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFrame:
+    """Run a ``SampleBuilder`` over a table in (ts, user, seq) order; canonical order, like build_samples."""
+    b = SampleBuilder(cfg)
+    df = checkins.sort_values(["ts_ms", "user_id", "seq"], kind="stable")
+    rows: list[dict] = []
+    for u, p, t, la, ln in zip(df["user_id"], df["poi_id"], df["ts_ms"], df["lat"], df["lng"], strict=True):
+        rows += b.push(u, p, int(t), la, ln)
+    rows += b.flush()
+    return _order(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def assert_no_leak(samples: pd.DataFrame, cfg: ShardsConfig) -> None:
+    """Raise AssertionError if a training sample touches a val/test event, a sample's split does not
+    match its target time, or a history item is not strictly earlier in order than its target."""
+    code = split_code(samples["target_ts"].to_numpy(), cfg)
+    want = samples["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy()
+    if not np.array_equal(code, want):
+        raise AssertionError("a sample's split does not match its target time")
+    train = samples[samples["split"] == "train"]
+    hist_max = np.array([h.max() for h in train["hist_ts"]], dtype=np.int64)
+    if len(train) and (hist_max >= cfg.train_end_ms).any():
+        raise AssertionError("a training history contains a validation or test event")
+    for h, t, lt in zip(samples["hist_ts"], samples["target_ts"], samples["last_ts"], strict=True):
+        if len(h) == 0 or h[-1] != lt or h.max() > t:
+            raise AssertionError("a history is empty, out of order, or later than its target")
+
+
+def history_matrix(hist: pd.Series, length: int, pad: int = 0) -> np.ndarray:
+    """[N, length] int64 of the last ``length`` items of each history, left-padded with ``pad``."""
+    out = np.full((len(hist), length), pad, dtype=np.int64)
+    for i, h in enumerate(hist):
+        h = h[-length:]
+        if len(h):
+            out[i, length - len(h):] = h
+    return out
+
+
+def user_sequences(train: pd.DataFrame) -> dict:
+    """user_id -> int64 array of all the user's training POIs, oldest first, rebuilt from the training
+    samples of ``build_samples`` (the first sample's one-item history, then every target)."""
+    out = {}
+    for u, g in train.sort_values(["user_id", "target_ts"], kind="stable").groupby("user_id", sort=False):
+        out[u] = np.concatenate([g["hist_poi"].iloc[0][-1:], g["target_poi"].to_numpy(np.int64)])
+    return out
