@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from oneloc._section import Section
 
 
 class EvalConfig(Section):
-    ks: tuple[int, ...] = (1, 5, 10, 20)
+    ks: tuple[int, ...] = Field(default=(1, 5, 10, 20), description="Acc@k cut-offs")
+    ndcg_ks: tuple[int, ...] = (5, 10)
+    geo_ks: tuple[int, ...] = Field(default=(1, 10), description="distance@k and GMV@k cut-offs")
+    baselines: tuple[str, ...] = ("most-popular", "nearest-popular", "user-history", "markov", "blend", "sasrec")
+    sasrec_epochs: int = Field(default=12, description="epochs of the SASRec baseline (best on validation kept)")
+    sasrec_seed: int = 0
+    report_name: str = Field(default="eval", description="report file stem under storage.reports")

@@ -204,17 +204,18 @@ def samples_from_events(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFra
 
 def assert_no_leak(samples: pd.DataFrame, cfg: ShardsConfig) -> None:
     """Raise AssertionError if a training sample touches a val/test event, a sample's split does not
-    match its target time, or a history item is not strictly earlier in order than its target."""
+    match its target time, or a history is empty, does not end at ``last_ts`` or is later than its
+    target. Histories may be arrays or lists (as read back from Delta)."""
     code = split_code(samples["target_ts"].to_numpy(), cfg)
     want = samples["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy()
     if not np.array_equal(code, want):
         raise AssertionError("a sample's split does not match its target time")
     train = samples[samples["split"] == "train"]
-    hist_max = np.array([h.max() for h in train["hist_ts"]], dtype=np.int64)
+    hist_max = np.array([np.max(h) for h in train["hist_ts"]], dtype=np.int64)
     if len(train) and (hist_max >= cfg.train_end_ms).any():
         raise AssertionError("a training history contains a validation or test event")
     for h, t, lt in zip(samples["hist_ts"], samples["target_ts"], samples["last_ts"], strict=True):
-        if len(h) == 0 or h[-1] != lt or h.max() > t:
+        if len(h) == 0 or h[-1] != lt or np.max(h) > t:
             raise AssertionError("a history is empty, out of order, or later than its target")
 
 

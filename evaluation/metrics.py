@@ -1,0 +1,73 @@
+"""Ranking metrics of next-POI recommendation, from ranked lists of POI ids and the targets.
+
+    ranked  [N, K] int64  poi ids, best first (K = full candidate set, or a model's top K)
+    targets [N]    int64  the true next POI
+
+One relevant item per sample, so: Acc@k = 1 if the target is in the top k; MRR = 1 / rank (0 when
+the target is not in the list); NDCG@k = 1 / log2(rank + 1) when rank <= k, else 0. Beyond accuracy:
+distance@k = mean haversine km from the user's last known location to the top-k POIs, and GMV@k =
+mean spend proxy (oneloc.streaming.spend.category_spend) of the top-k POIs' categories.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EARTH_RADIUS_KM = 6371.0088
+
+
+def haversine_km(lat1, lng1, lat2, lng2) -> np.ndarray:
+    """Great-circle distance in km, elementwise with numpy broadcasting."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp, dl = p2 - p1, np.radians(np.asarray(lng2) - np.asarray(lng1))
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def target_rank(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """[N] 1-based rank of each target in its list, 0 when absent."""
+    hit = ranked == np.asarray(targets)[:, None]                   # [N, K]
+    return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
+
+
+def acc_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    r = target_rank(ranked, targets)
+    return float(np.mean((r > 0) & (r <= k)))
+
+
+def mrr(ranked: np.ndarray, targets: np.ndarray) -> float:
+    r = target_rank(ranked, targets)
+    return float(np.mean(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0)))
+
+
+def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    r = target_rank(ranked, targets)
+    return float(np.mean(np.where((r > 0) & (r <= k), 1.0 / np.log2(np.maximum(r, 1) + 1.0), 0.0)))
+
+
+def distance_at_k(ranked: np.ndarray, last_lat: np.ndarray, last_lng: np.ndarray,
+                  poi_lat: dict | np.ndarray, poi_lng: dict | np.ndarray, k: int) -> float:
+    """Mean km from each user's last location to their top-k POIs. ``poi_lat``/``poi_lng`` map a
+    poi id to its coordinates (a dict, or an array indexed by id)."""
+    top = ranked[:, :k]                                            # [N, k]
+    lat, lng = _lookup(poi_lat, top), _lookup(poi_lng, top)
+    d = haversine_km(np.asarray(last_lat)[:, None], np.asarray(last_lng)[:, None], lat, lng)
+    return float(np.mean(d))
+
+
+def gmv_at_k(ranked: np.ndarray, poi_spend: dict | np.ndarray, k: int) -> float:
+    """Mean spend proxy of the top-k POIs (``poi_spend`` maps a poi id to its spend)."""
+    return float(np.mean(_lookup(poi_spend, ranked[:, :k])))
+
+
+def fast_mrr(scores: np.ndarray, target_idx: np.ndarray) -> float:
+    """MRR of a full stable ranking of ``scores`` [N, P] without sorting."""
+    s_t = scores[np.arange(len(scores)), target_idx][:, None]
+    before = (scores > s_t) | ((scores == s_t) & (np.arange(scores.shape[1])[None, :] < target_idx[:, None]))
+    return float(np.mean(1.0 / (before.sum(axis=1) + 1)))
+
+
+def _lookup(table: dict | np.ndarray, ids: np.ndarray) -> np.ndarray:
+    if isinstance(table, dict):
+        return np.vectorize(table.__getitem__, otypes=[np.float64])(ids)
+    return np.asarray(table)[ids]

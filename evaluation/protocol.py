@@ -1,0 +1,62 @@
+"""The evaluation run: GETNext samples of a check-in table, then fit / tune / evaluate rankers.
+
+    data = prepare(load_checkins(), cfg.shards)            # train / val / test samples + catalog
+    results = run_rankers({"markov": make_baseline("markov")}, data, cfg.eval)
+    results["markov"]["test"]["acc@10"]
+
+Rankers with a ``tune(val)`` method are tuned on the validation samples after ``fit``; the test
+samples are only ever passed to ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from oneloc.evaluation.catalog import Catalog, build_catalog
+from oneloc.evaluation.config import EvalConfig
+from oneloc.evaluation.harness import Ranker, evaluate
+from oneloc.streaming.config import ShardsConfig
+from oneloc.streaming.samples import assert_no_leak, build_samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalData:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    catalog: Catalog
+
+    def summary(self) -> dict[str, int]:
+        return {"train_samples": len(self.train), "val_samples": len(self.val), "test_samples": len(self.test),
+                "candidates": len(self.catalog), "users": int(self.train["user_id"].nunique())}
+
+
+def prepare(checkins: pd.DataFrame, cfg: ShardsConfig) -> EvalData:
+    """Samples of the three splits (leak-checked) and the catalog of training POIs."""
+    s = build_samples(checkins, cfg)
+    assert_no_leak(s, cfg)
+    train, val, test = (s[s["split"] == x].reset_index(drop=True) for x in ("train", "val", "test"))
+    return EvalData(train, val, test, build_catalog(checkins, cfg))
+
+
+def run_rankers(rankers: dict[str, Ranker], data: EvalData, cfg: EvalConfig, fit: bool = True) -> dict[str, dict]:
+    """name -> {"val": metrics, "test": metrics, "tuned": {...}, "fit_s": seconds} for each ranker.
+    ``fit=False`` for rankers that arrive trained (a OneLoc checkpoint)."""
+    out = {}
+    for name, r in rankers.items():
+        t0 = time.perf_counter()
+        if fit:
+            r.fit(data.train, data.catalog)
+        tuned = r.tune(data.val) if fit and hasattr(r, "tune") and len(data.val) else {}
+        fit_s = time.perf_counter() - t0
+        kw = dict(ks=cfg.ks, ndcg_ks=cfg.ndcg_ks, geo_ks=cfg.geo_ks)
+        out[name] = {"val": evaluate(r, data.val, data.catalog, **kw),
+                     "test": evaluate(r, data.test, data.catalog, **kw), "tuned": tuned, "fit_s": round(fit_s, 1)}
+        log.info("%s: test %s", name, {k: round(v, 4) for k, v in out[name]["test"].items()})
+    return out

@@ -1,0 +1,89 @@
+"""The evaluation report: JSON, a Markdown table beside the published NYC results, and a PNG chart.
+
+    write_report(results, "reports/eval.json", summary=data.summary())
+    # -> reports/eval.json, reports/eval.md, reports/eval.png
+
+``results`` is ``protocol.run_rankers``'s output (name -> {"val", "test", "tuned", "fit_s"}), with
+baselines and OneLoc rows alike; ``kinds`` optionally says which rows are "oneloc" (default "baseline").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# data/foursquare_nyc/README.md, "Published results on this benchmark" (NYC, GETNext-style protocol).
+PUBLISHED: dict[str, dict[str, float]] = {
+    "LSTM": {"acc@1": 0.1305, "acc@5": 0.2719, "acc@10": 0.3283, "mrr": 0.1857},
+    "STAN": {"acc@1": 0.2231, "acc@5": 0.4582, "acc@10": 0.5734, "mrr": 0.3253},
+    "GETNext (SIGIR 2022)": {"acc@1": 0.2435, "acc@5": 0.5089, "acc@10": 0.6143, "mrr": 0.3621},
+    "STHGCN (SIGIR 2023)": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr": 0.3915},
+    "ROTAN (KDD 2024)": {"acc@1": 0.3106, "acc@5": 0.5281, "mrr": 0.4104},
+    "LLM4POI (SIGIR 2024, Llama-2-7B)": {"acc@1": 0.3372},
+}
+
+COLUMNS = ["acc@1", "acc@5", "acc@10", "acc@20", "mrr", "ndcg@5", "ndcg@10", "dist@10", "gmv@10"]
+CHART_METRICS = ["acc@1", "acc@5", "acc@10", "mrr"]
+
+
+def _cell(v) -> str:
+    return "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(results: dict[str, dict], split: str = "test", kinds: dict[str, str] | None = None,
+                   published: bool = True) -> str:
+    """Published rows (test numbers; when ``published``), then our rows (metrics of ``split``)."""
+    kinds = kinds or {}
+    head = "| method | kind | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for name, m in PUBLISHED.items() if published else ():
+        lines.append(f"| {name} | published | " + " | ".join(_cell(m.get(c)) for c in COLUMNS) + " |")
+    for name, r in results.items():
+        m = r[split]
+        lines.append(f"| {name} | {kinds.get(name, 'baseline')} | " + " | ".join(_cell(m.get(c)) for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(results: dict[str, dict], path: str | Path, split: str = "test") -> None:
+    """Grouped bars of CHART_METRICS for the published rows and ours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = {n: m for n, m in PUBLISHED.items()} | {n: r[split] for n, r in results.items()}
+    names = list(rows)
+    x, w = np.arange(len(names)), 0.8 / len(CHART_METRICS)
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names)), 4.5))
+    for i, metric in enumerate(CHART_METRICS):
+        ax.bar(x + i * w, [rows[n].get(metric, 0.0) for n in names], w, label=metric)
+    ax.set_xticks(x + w * (len(CHART_METRICS) - 1) / 2, names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(f"{split} score")
+    ax.set_title("Next-POI recommendation on Foursquare NYC (GETNext protocol)")
+    ax.axvline(len(PUBLISHED) - 0.5 + w * 1.5, color="gray", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, dict], json_path: str | Path, summary: dict | None = None,
+                 kinds: dict[str, str] | None = None) -> dict[str, str]:
+    """Write <stem>.json, <stem>.md and <stem>.png next to each other; returns their paths."""
+    p = Path(json_path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    md, png = p.with_suffix(".md"), p.with_suffix(".png")
+    doc = {"protocol": "GETNext, Foursquare NYC", "summary": summary or {}, "published": PUBLISHED,
+           "results": results, "kinds": kinds or {}}
+    p.write_text(json.dumps(doc, indent=2, default=float))
+    n = (summary or {}).get("test_samples", "?")
+    text = [f"# Evaluation (test split, {n} samples; candidates = all training POIs, full ranking)", "",
+            markdown_table(results, "test", kinds), "", "## Validation split", "",
+            markdown_table(results, "val", kinds, published=False), ""]
+    tuned = {k: r["tuned"] for k, r in results.items() if r.get("tuned")}
+    if tuned:
+        text += ["## Tuned on validation", ""] + [f"- {k}: {json.dumps(v, default=float)}" for k, v in tuned.items()]
+    md.write_text("\n".join(text) + "\n")
+    bar_chart(results, png)
+    return {"json": str(p), "markdown": str(md), "png": str(png)}

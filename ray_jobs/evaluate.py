@@ -1,0 +1,77 @@
+"""`oneloc evaluate`: the GETNext protocol on the NYC data; OneLoc checkpoints beside the baselines.
+
+    oneloc evaluate                                   # baselines only
+    oneloc evaluate --checkpoint ckpt.pt --out reports/eval.json
+    oneloc evaluate --checkpoint oneloc=a.pt --checkpoint no-geo=b.pt --baselines user-history,blend
+
+Writes <out>.json, <out>.md and <out>.png (evaluation/report.py) and prints the Markdown table.
+A thin wrapper: the work is in oneloc.evaluation (protocol, harness, baselines, report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from oneloc.errors import ConfigError, OneLocError
+from oneloc.evaluation.harness import Ranker
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="[NAME=]PATH",
+                        help="OneLoc checkpoint to evaluate (repeatable, e.g. one per ablation); none = baselines only")
+    parser.add_argument("--out", help="report JSON path (default <storage.reports>/<eval.report_name>.json)")
+    parser.add_argument("--baselines", default="all", help="all | none | comma-separated names")
+
+
+def oneloc_ranker(path: str) -> Ranker:
+    """HOOK for the model part: a trained OneLoc checkpoint as a harness Ranker (evaluation/harness.py:
+    ``rank(samples, k) -> [N, k] poi ids``; already trained, so ``fit`` is not called). Expects
+    ``oneloc.model.ranker.OneLocRanker(model, tokenizer, model_cfg)``."""
+    from oneloc.model.checkpoint import load_checkpoint
+
+    model, tokenizer, model_cfg, _ = load_checkpoint(path)
+    try:
+        from oneloc.model.ranker import OneLocRanker
+    except ImportError as e:
+        raise OneLocError("oneloc.model.ranker.OneLocRanker is missing: the model part must provide the "
+                          "OneLoc model as a harness Ranker before checkpoints can be evaluated") from e
+    return OneLocRanker(model, tokenizer, model_cfg)
+
+
+def _baseline_names(arg: str, default: tuple[str, ...]) -> list[str]:
+    from oneloc.evaluation.baselines import BASELINES
+
+    names = list(default) if arg == "all" else [] if arg == "none" else [n.strip() for n in arg.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baselines {unknown}; known: {list(BASELINES)}")
+    return names
+
+
+def run(cfg, args: argparse.Namespace) -> int:
+    from oneloc.evaluation.baselines import make_baseline
+    from oneloc.evaluation.protocol import prepare, run_rankers
+    from oneloc.evaluation.report import markdown_table, write_report
+    from oneloc.evaluation.sasrec import SASRec
+    from oneloc.streaming.dataset import load_checkins
+
+    data = prepare(load_checkins(cfg.replay.dataset), cfg.shards)
+    log.info("samples: %s", data.summary())
+    baselines = {}
+    for n in _baseline_names(args.baselines, cfg.eval.baselines):
+        baselines[n] = (SASRec(epochs=cfg.eval.sasrec_epochs, seed=cfg.eval.sasrec_seed)
+                        if n == "sasrec" else make_baseline(n))
+    results = run_rankers(baselines, data, cfg.eval)
+    models = {}
+    for item in args.checkpoint:
+        name, _, path = item.rpartition("=")
+        models[name or "oneloc"] = oneloc_ranker(path)
+    results |= run_rankers(models, data, cfg.eval, fit=False)
+    out = args.out or f"{cfg.storage.path(cfg.storage.reports)}/{cfg.eval.report_name}.json"
+    paths = write_report(results, out, summary=data.summary(), kinds={n: "oneloc" for n in models})
+    print(markdown_table(results, "test", {n: "oneloc" for n in models}))
+    print(f"\nreport: {paths['json']}, {paths['markdown']}, {paths['png']}")
+    return 0
