@@ -170,9 +170,10 @@ def _configure(cfg: OneLocConfig, libs: Path, data: Path) -> Path:
     props.write_text(server_properties(cfg, data))
     (data / "log4j2.properties").write_text(LOG4J2)
     if not (data / "kraft" / "meta.properties").exists():
+        # "=" form: a random id may begin with "-", which argparse would take for an option
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [_java(), *_jvm_opts(cfg, data), "-cp", f"{libs}/*", "kafka.tools.StorageTool",
-               "format", "--ignore-formatted", "-t", cluster_id, "-c", str(props)]
+               "format", "--ignore-formatted", f"--cluster-id={cluster_id}", "-c", str(props)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise KafkaUnavailable(f"formatting KRaft storage in {data} failed:\n{out.stdout}{out.stderr}")
