@@ -14,4 +14,6 @@ class EvalConfig(Section):
     baselines: tuple[str, ...] = ("most-popular", "nearest-popular", "user-history", "markov", "blend", "sasrec")
     sasrec_epochs: int = Field(default=12, description="epochs of the SASRec baseline (best on validation kept)")
     sasrec_seed: int = 0
+    oneloc_max_k: int = Field(default=50, description="OneLoc's ranked list length (beam search top-k); "
+                              "MRR counts targets beyond it as 0")
     report_name: str = Field(default="eval", description="report file stem under storage.reports")

@@ -1,8 +1,8 @@
 """The main job (README command 1): the whole system on the real NYC data, stage by stage.
 
-Stages run in order; each prints what it did. Today: start the embedded Kafka broker, apply
-the topics, replay the Foursquare NYC stream, and check the per-topic counts against the
-dataset. Later stages (ingest, train, RL, evaluate, serve) append themselves to STAGES.
+Stages run in order; each prints what it did: start the embedded Kafka broker, apply the
+topics, replay the Foursquare NYC stream, check the per-topic counts against the dataset,
+ingest everything into Delta (tables, neighbor index, training shards) with Ray Data.
 """
 
 from __future__ import annotations
@@ -48,10 +48,17 @@ def _stage_counts(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> N
         raise OneLocError(f"topic counts differ from the dataset: {bad}")
 
 
+def _stage_ingest(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> None:
+    from oneloc.ray_jobs.ingest import ingest
+
+    state["ingest"] = ingest(cfg, follow=False)
+
+
 STAGES: list[tuple[str, Callable[[OneLocConfig, argparse.Namespace, dict], None]]] = [
     ("kafka: embedded broker + topics", _stage_kafka),
     ("replay: Foursquare NYC -> Kafka", _stage_replay),
     ("counts: per-topic messages vs dataset", _stage_counts),
+    ("ingest: Kafka -> Ray Data -> Delta tables, neighbor index, training shards", _stage_ingest),
 ]
 
 
@@ -69,6 +76,6 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
         fn(cfg, args, state)
         print(f"--- done in {time.perf_counter() - t0:.1f}s", flush=True)
     print(f"\nmain job finished in {time.perf_counter() - t_all:.1f}s")
-    summary = {k: v for k, v in state.items() if k in ("bootstrap", "replay")}
+    summary = {k: v for k, v in state.items() if k in ("bootstrap", "replay", "ingest")}
     print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from oneloc.errors import ConfigError, OneLocError
+from oneloc.errors import ConfigError
 from oneloc.evaluation.harness import Ranker
 
 log = logging.getLogger(__name__)
@@ -26,19 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", default="all", help="all | none | comma-separated names")
 
 
-def oneloc_ranker(path: str) -> Ranker:
-    """HOOK for the model part: a trained OneLoc checkpoint as a harness Ranker (evaluation/harness.py:
-    ``rank(samples, k) -> [N, k] poi ids``; already trained, so ``fit`` is not called). Expects
-    ``oneloc.model.ranker.OneLocRanker(model, tokenizer, model_cfg)``."""
-    from oneloc.model.checkpoint import load_checkpoint
+def oneloc_ranker(path: str, cfg) -> Ranker:
+    """A trained OneLoc checkpoint as a harness Ranker (beam search top ``eval.oneloc_max_k``)."""
+    from oneloc.evaluation.oneloc_ranker import OneLocRanker
 
-    model, tokenizer, model_cfg, _ = load_checkpoint(path)
-    try:
-        from oneloc.model.ranker import OneLocRanker
-    except ImportError as e:
-        raise OneLocError("oneloc.model.ranker.OneLocRanker is missing: the model part must provide the "
-                          "OneLoc model as a harness Ranker before checkpoints can be evaluated") from e
-    return OneLocRanker(model, tokenizer, model_cfg)
+    return OneLocRanker.from_checkpoint(path, max_k=cfg.eval.oneloc_max_k)
 
 
 def _baseline_names(arg: str, default: tuple[str, ...]) -> list[str]:
@@ -68,8 +60,8 @@ def run(cfg, args: argparse.Namespace) -> int:
     models = {}
     for item in args.checkpoint:
         name, _, path = item.rpartition("=")
-        models[name or "oneloc"] = oneloc_ranker(path)
-    results |= run_rankers(models, data, cfg.eval, fit=False)
+        models[name or "oneloc"] = oneloc_ranker(path, cfg)
+    results |= run_rankers(models, data, cfg.eval, fit=True)  # OneLoc's fit only notes popularity
     out = args.out or f"{cfg.storage.path(cfg.storage.reports)}/{cfg.eval.report_name}.json"
     paths = write_report(results, out, summary=data.summary(), kinds={n: "oneloc" for n in models})
     print(markdown_table(results, "test", {n: "oneloc" for n in models}))

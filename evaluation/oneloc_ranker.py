@@ -1,0 +1,72 @@
+"""A trained OneLoc checkpoint as a harness ranker (evaluation/harness.py).
+
+Requests are the samples' own fields: the history (check-ins before the target), the target's
+time, and the user's last known location BEFORE the target (last_lat, last_lng) — never the
+target's location. The ranking is the constrained beam search's top ``max_k`` (valid, distinct
+POIs by generation log-prob); slots a beam cannot fill (rare) are backfilled with the most
+popular training POIs not yet listed, so every row has ``k`` candidates.
+
+    ranker = OneLocRanker.from_checkpoint("ckpt.pt", max_k=50)
+    metrics = evaluate(ranker, test_samples, catalog)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from oneloc.evaluation.catalog import Catalog
+
+
+class OneLocRanker:
+    name = "oneloc"
+
+    def __init__(self, model, tokenizer, model_cfg, *, context=None, max_k: int = 50, beam: int | None = None,
+                 batch_size: int = 128, device: str = "cpu"):
+        from oneloc.ray_jobs.data import context_of
+
+        self.model, self.tok, self.model_cfg = model.eval().to(device), tokenizer, model_cfg
+        self.context = context or context_of(tokenizer)
+        self.max_k, self.beam, self.batch_size, self.device = max_k, beam or max_k, batch_size, device
+        self.trie = tokenizer.trie().to(device)
+        self.popular: np.ndarray | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str, **kw) -> OneLocRanker:
+        from oneloc.model.checkpoint import load_checkpoint
+
+        model, tok, model_cfg, _ = load_checkpoint(path)
+        return cls(model, tok, model_cfg, **kw)
+
+    def fit(self, train: pd.DataFrame, catalog: Catalog) -> None:
+        """Already trained: only remember the catalog's popularity order for backfilling."""
+        self.popular = catalog.poi_id
+
+    @torch.no_grad()
+    def rank(self, samples: pd.DataFrame, k: int) -> np.ndarray:
+        from oneloc.model.beam_search import beam_search
+        from oneloc.ray_jobs.data import to_batch
+
+        k_gen = min(k, self.max_k)
+        out = np.full((len(samples), k), -1, dtype=np.int64)
+        for i in range(0, len(samples), self.batch_size):
+            rows = samples.iloc[i:i + self.batch_size]
+            batch = to_batch(rows, self.tok, self.context, max_len=self.model.cfg.max_history,
+                             with_targets=False, device=self.device)
+            items, _ = beam_search(self.model, batch, self.trie, k=k_gen, beam=max(self.beam, k_gen))  # (B, k)
+            items = items.cpu().numpy()
+            ids = np.where(items >= 1, self.tok.poi_ids[np.clip(items - 1, 0, None)], -1)
+            out[i:i + len(rows), :k_gen] = ids
+        return self._backfill(out)
+
+    def _backfill(self, ranked: np.ndarray) -> np.ndarray:
+        if self.popular is None:
+            return ranked
+        for row in ranked:
+            missing = row < 0
+            if missing.any():
+                have = set(row[~missing].tolist())
+                fill = [p for p in self.popular[: len(have) + missing.sum() + 1] if p not in have]
+                row[missing] = fill[: missing.sum()]
+        return ranked
