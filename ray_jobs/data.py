@@ -1,0 +1,151 @@
+"""Training data: samples (Delta table or the bundled dataset), the tokenizer, the location context, and
+samples -> model batches. No Ray at import time (the GPU machine has torch but not Ray).
+
+    data = prepare(cfg)                        # TrainData: train / val samples, tokenizer, data version
+    context = CatalogContext.of(tok)           # the location context, rebuilt from the tokenizer alone
+    batch = to_batch(rows, tok, context, max_len=50)   # rows: a DataFrame of samples (streaming/samples.py)
+
+The tokenizer is fitted on the training POIs only, with the users' training sequences as co-visits, so
+no validation or test event shapes it. Its location context (default) is the category mix of the
+training POIs around each H3 cell (model/context.py); it can be rebuilt from the tokenizer, so a
+checkpoint is all that evaluation and serving need.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from oneloc.model.batch import make_batch
+from oneloc.model.context import cell_context_table, neighbor_context
+
+log = logging.getLogger(__name__)
+SAMPLES_TABLE = "samples"
+
+
+@dataclass
+class TrainData:
+    train: pd.DataFrame          # training samples (columns of streaming/samples.py COLUMNS)
+    val: pd.DataFrame            # validation samples
+    data_version: str            # "delta:<uri>@<version>" or "dataset:<name>"
+    delta_uri: str = ""          # the samples table when the source is Delta (Ray Data reads it)
+    delta_version: int = -1
+
+
+class CatalogContext:
+    """Location context from the POI catalog: per H3 cell, the category mix of the POIs within its k-ring.
+    ``neighbors(lat, lng)`` -> (R, C): the user's cell and its ring (cached per call site by cell)."""
+
+    def __init__(self, lat, lng, category, num_categories: int, resolution: int = 8, k: int = 1):
+        self.table = cell_context_table(lat, lng, category, num_categories, resolution, k)
+        self.resolution, self.k = resolution, k
+
+    @classmethod
+    def of(cls, tok) -> CatalogContext:
+        return cls(tok.lat, tok.lng, tok.category, tok.ctx_dim)
+
+    def neighbors(self, lat: float, lng: float) -> np.ndarray:
+        return neighbor_context(lat, lng, self.table, self.resolution, self.k)
+
+
+def context_of(tok, source: str = "catalog", cfg=None):
+    """The context provider the tokenizer was fitted with: ``.neighbors(lat, lng) -> (R, C)``."""
+    if source == "index":
+        from oneloc.streaming.neighbor_index import NeighborIndex
+
+        return NeighborIndex.load(cfg)
+    return CatalogContext.of(tok)
+
+
+def to_batch(rows: pd.DataFrame, tok, context, *, max_len: int, with_targets: bool = True,
+             device="cpu") -> dict:
+    """A DataFrame of samples -> the model batch (model/batch.py). The request time is the target's
+    time; the user's location is the last known one before the target (last_lat, last_lng)."""
+    lat, lng = rows["last_lat"].to_numpy(np.float64), rows["last_lng"].to_numpy(np.float64)
+    nbr = np.stack([context.neighbors(float(a), float(b)) for a, b in zip(lat, lng, strict=True)])  # (B, R, C)
+    return make_batch(tok, [list(h) for h in rows["hist_poi"]], [list(t) for t in rows["hist_ts"]],
+                      rows["target_ts"].tolist(), np.stack([lat, lng], 1), nbr,
+                      rows["target_poi"].tolist() if with_targets else None, max_len=max_len, device=device)
+
+
+def category_index(categories) -> dict:
+    """Category name -> 1..K (sorted; 0 = unknown)."""
+    return {c: i + 1 for i, c in enumerate(sorted({c for c in categories if isinstance(c, str) and c}))}
+
+
+def item_spend(tok, pois: pd.DataFrame) -> np.ndarray:
+    """(N + 1,) float32 spend proxy of each item index (row 0 = padding), from the POIs' categories."""
+    from oneloc.streaming.spend import category_spend
+
+    by_poi = dict(zip(pois["poi_id"].tolist(), pois["category"].fillna("").tolist(), strict=True))
+    out = np.zeros(tok.num_items + 1, np.float32)
+    out[1:] = [category_spend(by_poi.get(p, "")) for p in tok.poi_ids.tolist()]
+    return out
+
+
+def fit_train_tokenizer(train: pd.DataFrame, pois: pd.DataFrame, model_cfg):
+    """Fit the semantic IDs of the training POIs (targets and histories of training samples)."""
+    from oneloc.model.context import catalog_context
+    from oneloc.model.semantic_ids import fit_tokenizer
+    from oneloc.streaming.samples import user_sequences
+
+    seen = set(train["target_poi"].tolist())
+    for h in train["hist_poi"]:
+        seen.update(np.asarray(h).tolist())
+    cat_of = category_index(pois["category_id"])
+    p = pois[pois["poi_id"].isin(seen)].sort_values("poi_id")
+    cat = np.array([cat_of.get(c, 0) for c in p["category_id"]], np.int64)
+    lat, lng = p["lat"].to_numpy(), p["lng"].to_numpy()
+    ctx, _ = catalog_context(lat, lng, cat, len(cat_of) + 1)
+    seqs = [s.tolist() for s in user_sequences(train).values()]
+    return fit_tokenizer(p["poi_id"].to_numpy(np.int64), cat, lat, lng, ctx, seqs, model_cfg)
+
+
+def latest(train: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` latest samples by target time (all when n is 0): the RL post-training set."""
+    return train.sort_values("target_ts", kind="stable").iloc[-n:].reset_index(drop=True) if n else train
+
+
+def _delta_version(cfg) -> tuple[str, int]:
+    from oneloc.streaming.delta_sink import open_table
+
+    uri = cfg.storage.table(SAMPLES_TABLE)
+    dt = open_table(uri, cfg.storage.storage_options)
+    return uri, (dt.version() if dt is not None else -1)
+
+
+def read_delta_split(uri: str, version: int, split: str, storage_options: dict | None = None) -> pd.DataFrame:
+    """One split of the Delta samples table as pandas (the driver's small reads: validation)."""
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(uri, version=version, storage_options=storage_options or None)
+    return dt.to_pandas(filters=[("split", "=", split)])
+
+
+def prepare(cfg, source: str | None = None) -> TrainData:
+    """Training and validation samples from the configured source, leak-checked where built here."""
+    source = source or cfg.train.source
+    uri, version = _delta_version(cfg) if source in ("auto", "delta") else ("", -1)
+    if source == "delta" and version < 0:
+        from oneloc.errors import ConfigError
+
+        raise ConfigError(f"train.source=delta but there is no samples table at {uri} (run `oneloc ingest`)")
+    if version >= 0:
+        so = cfg.storage.storage_options
+        train, val = (read_delta_split(uri, version, s, so) for s in ("train", "val"))
+        data = TrainData(train, val, f"delta:{uri}@{version}", uri, version)
+    else:
+        from oneloc.streaming.dataset import load_checkins
+        from oneloc.streaming.samples import assert_no_leak, build_samples
+
+        s = build_samples(load_checkins(cfg.replay.dataset), cfg.shards)
+        assert_no_leak(s, cfg.shards)
+        train, val = (s[s["split"] == x].reset_index(drop=True) for x in ("train", "val"))
+        data = TrainData(train, val, f"dataset:{cfg.replay.dataset}")
+    if cfg.train.min_n_in_traj:
+        data.train = data.train[data.train["n_in_traj"] >= cfg.train.min_n_in_traj].reset_index(drop=True)
+    log.info("samples: %d train, %d val (%s)", len(data.train), len(data.val), data.data_version)
+    return data
