@@ -1,10 +1,50 @@
-"""Serve section of the configuration."""
+"""Serve section of the configuration: the HTTP endpoint, the model deployment (batching, autoscaling,
+resources), rollouts (checkpoint watching) and the live user state (the orders stream)."""
 
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
 
 from oneloc._section import Section
 
 
 class ServeConfig(Section):
+    # HTTP (the ingress deployment, FastAPI)
     host: str = "127.0.0.1"
     port: int = 8000
+    max_body_bytes: int = Field(default=16_384, description="larger request bodies get 413")
+    ingress_num_cpus: float = 0.1
+    # the model deployment
+    checkpoint: str = Field(default="", description="a checkpoint file, or a folder (its newest *.pt); "
+                                                    "empty = the folder storage.checkpoints")
+    watch_interval_s: float = Field(default=2.0, description="poll the checkpoint for a new version (0 = off)")
+    index_refresh_s: float = Field(default=30.0, description="reload the neighbor index when its table changed")
+    num_cpus: float = Field(default=0.5, description="Ray CPUs per model replica (fractional)")
+    num_gpus: float = Field(default=-1.0, description="GPUs per model replica; -1 = 0.5 if the cluster has one")
+    torch_threads: int = Field(default=1, description="torch intra-op threads per model replica")
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = Field(default=8.0, description="autoscaling target per model replica")
+    max_ongoing_requests: int = Field(default=64, description="per model replica (queue beyond waits)")
+    upscale_delay_s: float = 3.0
+    downscale_delay_s: float = 30.0
+    look_back_period_s: float = Field(default=5.0, description="autoscaling averages ongoing requests this long")
+    max_batch_size: int = Field(default=16, description="@serve.batch: requests per beam search")
+    batch_wait_timeout_s: float = Field(default=0.004, description="@serve.batch: wait for more requests")
+    beam: int = Field(default=0, description="beam width; 0 = 2 * the largest k of the batch")
+    # answers
+    popular_weight: float = Field(default=0.7, ge=0.0, le=1.0,
+                                  description="no history: p = w * neighbourhood popularity + (1 - w) * model")
+    area_margin_km: float = Field(default=5.0, description="served area = the catalog's bounding box + this")
+    # live user state: the orders stream
+    follow_orders: bool = Field(default=True, description="a Kafka consumer thread per replica keeps "
+                                                          "user histories current")
+    orders_start: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where the consumer starts (earliest = rebuild histories from the log)")
+    poll_timeout_s: float = Field(default=0.1, description="consumer poll; bounds the added freshness delay")
+    freshness_s: float = Field(default=5.0, description="an order is served within this (tests check it)")
+    bootstrap: Literal["none", "delta", "dataset"] = Field(
+        default="none", description="histories loaded at start: the ingest job's orders table, or the "
+                                    "bundled dataset (benchmarks, no Kafka); the stream adds to them")

@@ -1,0 +1,203 @@
+"""Serve benchmark: HTTP latency and throughput of the running application under a bounded load, against
+the model's own batched throughput in-process (the serving-overhead ratio).
+
+    oneloc bench serve [--sizes default] [--rounds SECONDS_PER_LEVEL]
+
+1. the in-process baseline: ``Recommender.recommend_batch`` at the deployment's max batch size, one torch
+   thread (as a replica has), requests/s;
+2. the application on 127.0.0.1 (local Ray, no Kafka: histories of the bundled check-ins, ``serve.bootstrap
+   = dataset``), an untrained checkpoint of the model size unless ``serve.checkpoint`` is set, the model
+   deployment pinned at ``serve.max_replicas`` replicas (steady state, no scale-up transient);
+3. a separate process (asyncio + httpx) drives closed-loop clients at concurrency 1, 8 and 32, each level
+   a fixed time after a warm-up: p50 / p99 latency, throughput, error rate.
+serving_overhead_ratio = best HTTP throughput / in-process throughput (1.0 = Serve adds no cost).
+Goals on the 2-core CPU, default model: p99 <= 100 ms at concurrency 8 with no errors, ratio >= 0.5.
+
+With ``--device cuda`` (a GPU machine, where Ray need not be installed) only the in-process part runs, at
+batch sizes 1..1024: the best throughput whose per-batch p99 stays within 50 ms.
+"""
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+LEVELS = (1, 8, 32)
+
+
+def request_bodies(n: int = 500, seed: int = 0) -> list[dict]:
+    """Requests of real users: a user of the bundled check-ins at the location of their last check-in."""
+    from oneloc.streaming.dataset import load_checkins
+
+    last = load_checkins().groupby("user_id").tail(1)
+    rows = last.sample(min(n, len(last)), random_state=seed)
+    return [{"user_id": str(u), "lat": float(a), "lng": float(b), "k": 10}
+            for u, a, b in zip(rows["user_id"], rows["lat"], rows["lng"], strict=True)]
+
+
+# -- the load generator (runs in its own process) -------------------------------------------------------------
+
+async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bodies: list[dict]) -> dict:
+    """Closed loop: ``concurrency`` clients, each sending its next request when the last one answered."""
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=10.0, limits=limits) as client:
+        start = time.perf_counter()
+        measure_from, end = start + warmup_s, start + warmup_s + seconds
+
+        async def worker(i: int) -> None:
+            nonlocal errors
+            j = i
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                try:
+                    r = await client.post("/v1/recommendations", json=bodies[j % len(bodies)])
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                j += concurrency
+                if t >= measure_from and time.perf_counter() <= end:
+                    if ok:
+                        lat.append(time.perf_counter() - t)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    n = len(lat) + errors
+    ms = np.array(lat) * 1000 if lat else np.array([np.nan])
+    return {"concurrency": concurrency, "requests": n, "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2), "throughput_rps": round(len(lat) / seconds, 1),
+            "error_rate": round(errors / max(n, 1), 4)}
+
+
+def load_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    a = p.parse_args(argv)
+    bodies = request_bodies()
+    out = [asyncio.run(drive(a.url, int(c), a.seconds, a.warmup, bodies)) for c in a.levels.split(",")]
+    print(json.dumps(out))
+
+
+# -- the benchmark ---------------------------------------------------------------------------------------------
+
+def in_process(cfg, checkpoint: str, batches: list[int], rounds: int = 20, device: str = "cpu") -> list[dict]:
+    """The model alone: ``recommend_batch`` (batch building, beam search, answers) on batches of real
+    requests, one torch thread on CPU (as a replica has): per batch size, p50 / p99 and requests/s."""
+    import torch
+
+    from oneloc.serving.recommender import Recommender
+    from oneloc.serving.schemas import RecommendationRequest
+    from oneloc.serving.user_state import UserState, bootstrap
+
+    if device == "cpu":
+        torch.set_num_threads(cfg.serve.torch_threads)
+    state = UserState(cfg.model.max_history)
+    bootstrap(cfg, state)
+    rec = Recommender.from_checkpoint(checkpoint, cfg, state, device=device)
+    reqs = [RecommendationRequest(**b) for b in request_bodies(max(512, max(batches)))]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    out = []
+    for batch in batches:
+        times = []
+        for i in range(rounds + 2):  # 2 warm-up rounds
+            chunk = [reqs[(i * batch + j) % len(reqs)] for j in range(batch)]
+            sync()
+            t = time.perf_counter()
+            rec.recommend_batch(chunk)
+            sync()
+            if i >= 2:
+                times.append(time.perf_counter() - t)
+        p50, p99 = float(np.median(times)), float(np.percentile(times, 99))
+        out.append({"batch": batch, "p50_ms": round(p50 * 1000, 2), "p99_ms": round(p99 * 1000, 2),
+                    "requests_per_s": round(batch / p50, 1)})
+    return out
+
+
+def gpu_run(cfg, checkpoint: str, device: str, rounds: int) -> dict:
+    """No Serve (Ray need not be there): the in-process batched throughput on the accelerator, and the
+    best one whose per-batch p99 stays within 50 ms."""
+    import torch
+
+    runs = in_process(cfg, checkpoint, [1, 8, 32, 64, 128, 256, 512, 1024], rounds, device)
+    ok = [r for r in runs if r["p99_ms"] <= 50.0]
+    best = max(ok, key=lambda r: r["requests_per_s"]) if ok else None
+    return {"benchmark": "serve", "mode": "in-process (no Serve)", "device": torch.cuda.get_device_name(),
+            "batches": runs, "best_within_p99_50ms": best}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cfg, args: argparse.Namespace) -> dict:
+    from oneloc.serving.untrained import untrained_checkpoint
+
+    size = (getattr(args, "sizes", "") or "default").split(",")[0]
+    seconds = float(getattr(args, "rounds", 0) or 10)
+    tmp = tempfile.mkdtemp(prefix="oneloc-bench-serve-")
+    checkpoint = cfg.serve.checkpoint or str(untrained_checkpoint(f"{tmp}/bench.pt", size))
+    cfg = cfg.model_copy(deep=True)
+    cfg.serve.bootstrap = "dataset"
+    device = getattr(args, "device", "cpu") or "cpu"
+    if device != "cpu":
+        return gpu_run(cfg, checkpoint, device, int(getattr(args, "rounds", 0) or 30)) | {"model_size": size}
+    # replicas pinned at serve.max_replicas: the steady state at full scale, not a scale-up transient
+    cfg.serve = cfg.serve.model_copy(update={"follow_orders": False, "bootstrap": "dataset", "checkpoint": checkpoint,
+                                             "port": free_port(), "min_replicas": cfg.serve.max_replicas})
+    base = in_process(cfg, checkpoint, [cfg.serve.max_batch_size])[0]
+
+    import ray
+    from ray import serve
+
+    from oneloc.serving.app import build_app
+
+    ray.init(num_cpus=cfg.ray.num_cpus or 2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
+        serve.run(build_app({"cfg": cfg}), name="oneloc-bench", route_prefix="/")
+        url = f"http://127.0.0.1:{cfg.serve.port}"
+        load = subprocess.run([sys.executable, "-m", "oneloc.benchmarks.bench_serve", "load", url,
+                               "--seconds", str(seconds)], capture_output=True, text=True, timeout=600, check=True)
+        levels = json.loads(load.stdout.strip().splitlines()[-1])
+        replicas = serve.status().applications["oneloc-bench"].deployments["Model"].replica_states
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    best = max(lv["throughput_rps"] for lv in levels)
+    at8 = next(lv for lv in levels if lv["concurrency"] == 8)
+    ratio = round(best / base["requests_per_s"], 3)
+    return {"benchmark": "serve", "model_size": size, "checkpoint": checkpoint, "seconds_per_level": seconds,
+            "serve": {k: getattr(cfg.serve, k) for k in ("max_batch_size", "batch_wait_timeout_s", "num_cpus",
+                                                          "torch_threads", "min_replicas", "max_replicas",
+                                                          "target_ongoing_requests")},
+            "levels": levels, "replicas_at_end": replicas, "in_process": base, "serving_overhead_ratio": ratio,
+            "goals": {"p99_at_8_le_100ms": at8["p99_ms"] <= 100.0, "no_errors_at_8": at8["error_rate"] == 0,
+                      "ratio_ge_0.5": ratio >= 0.5}}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "load":
+        load_main(sys.argv[2:])
+    else:
+        from oneloc.config import load_config
+
+        p = argparse.ArgumentParser(description="serve benchmark without the oneloc CLI (e.g. on a GPU machine)")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--sizes", default="default")
+        p.add_argument("--rounds", type=int, default=0)
+        print(json.dumps(run(load_config(), p.parse_args()), indent=2))

@@ -1,0 +1,58 @@
+"""`oneloc serve`: start a local Ray (no dashboard), run the Serve application on 127.0.0.1, print the URL
+and block until Ctrl-C.
+
+    oneloc serve --checkpoint .oneloc/checkpoints        # the newest checkpoint of a folder, or a file
+    oneloc --set serve.port=8080 --set serve.max_replicas=4 serve
+    oneloc serve --untrained                             # random weights on the NYC catalog (smoke tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from oneloc.config import OneLocConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="", help="checkpoint file or folder (default: serve.checkpoint, "
+                                                    "else storage.checkpoints)")
+    p.add_argument("--untrained", action="store_true",
+                   help="write and serve a random-weight checkpoint of model.size (serving mechanics only)")
+    p.add_argument("--for-seconds", type=float, default=0.0, help="stop after this long (0 = until Ctrl-C)")
+
+
+def start(cfg: OneLocConfig, checkpoint: str = "") -> str:
+    """Start Ray (if needed) and Serve on ``serve.host:serve.port``, deploy, wait until ready -> the URL."""
+    import ray
+    from ray import serve
+
+    from oneloc.serving.app import build_app
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus or None,
+                 include_dashboard=cfg.ray.include_dashboard, log_to_driver=False)
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.run(build_app({"cfg": cfg, "checkpoint": checkpoint}), name="oneloc", route_prefix="/")
+    return f"http://{cfg.serve.host}:{cfg.serve.port}"
+
+
+def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
+    from ray import serve
+
+    checkpoint = args.checkpoint
+    if args.untrained:
+        from oneloc.serving.untrained import untrained_checkpoint
+
+        checkpoint = str(untrained_checkpoint(f"{cfg.storage.path(cfg.storage.checkpoints)}/untrained.pt",
+                                              cfg.model.size))
+    url = start(cfg, checkpoint)
+    print(f"OneLoc serving at {url}/v1/recommendations  (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
+          flush=True)
+    deadline = time.monotonic() + args.for_seconds if args.for_seconds else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        serve.shutdown()
+    return 0

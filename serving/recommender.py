@@ -1,0 +1,192 @@
+"""The recommender a Serve replica runs, as a plain class (no Ray, no HTTP): the loaded model, its
+tokenizer (the POI catalog of semantic IDs), the location context, the neighbor index and the live user
+state; ``recommend_batch`` answers a batch of requests with one batched constrained beam search.
+
+    rec = Recommender.from_checkpoint("model.pt", cfg, state)      # CheckpointError if unusable
+    answers = rec.recommend_batch([RecommendationRequest(user_id="42", lat=40.75, lng=-73.98, k=10)])
+
+Answers, per request:
+- a user with history (events of the live state, before the request time, of POIs the model knows):
+  the model's top-k (``strategy = history``), score = log p(POI | history, location, neighbourhood);
+- a user without: the neighbourhood's popular POIs from the neighbor index mixed with the model's prior
+  for this location (empty history, same neighbor prompt): p = w * popularity share + (1 - w) * p_model,
+  score = log p (``strategy = popular``; w = ``serve.popular_weight``; with an empty index: the model);
+- a location outside the served area (the catalog's bounding box plus ``serve.area_margin_km``): no
+  recommendation, an ``ErrorBody`` (422, field ``location``): a POI list from another city would be
+  wrong, and the client can tell the user the service is not available there.
+Every item is a POI of the checkpoint's catalog, distinct, sorted by score (best first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oneloc.evaluation.metrics import haversine_km
+from oneloc.model.batch import make_batch
+from oneloc.model.beam_search import beam_search
+from oneloc.model.checkpoint import CheckpointError, load_checkpoint
+from oneloc.serving.schemas import ErrorBody, Item, RecommendationRequest, RecommendationResponse
+
+KM_PER_DEG = 111.195
+
+
+def model_version(path: str | Path, extra: dict) -> str:
+    """The checkpoint's ``extra["model_version"]``, else its file name and content hash."""
+    if extra.get("model_version"):
+        return str(extra["model_version"])
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+    return f"{Path(path).stem}-{digest}"
+
+
+def served_area(lat: np.ndarray, lng: np.ndarray, margin_km: float) -> tuple[float, float, float, float]:
+    """(lat_min, lat_max, lng_min, lng_max) of the catalog plus ``margin_km`` on every side."""
+    dlat = margin_km / KM_PER_DEG
+    dlng = margin_km / (KM_PER_DEG * max(math.cos(math.radians(float(np.abs(lat).max()))), 1e-6))
+    return float(lat.min()) - dlat, float(lat.max()) + dlat, float(lng.min()) - dlng, float(lng.max()) + dlng
+
+
+class Recommender:
+    def __init__(self, model, tok, version: str, context, index, state, categories: dict[str, str], cfg,
+                 device: str = "cpu"):
+        self.model, self.tok, self.version, self.context, self.index = model, tok, version, context, index
+        self.state, self.cfg, self.device = state, cfg, device
+        self.trie = tok.trie().to(device)
+        self.max_len = model.cfg.max_history
+        self.key = {str(p): p for p in tok.poi_ids.tolist()}                 # "123" -> the tokenizer's id
+        self.ids = [str(p) for p in tok.poi_ids.tolist()]                    # item index - 1 -> poi_id
+        self.categories = [categories.get(p, "") for p in self.ids]
+        self.area = served_area(tok.lat, tok.lng, cfg.serve.area_margin_km)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, cfg, state, index=None, categories: dict | None = None,
+                        device: str = "cpu") -> Recommender:
+        """Load and check a checkpoint: CheckpointError when it cannot serve (corrupt, incompatible with
+        this code, or failing a smoke request). ``index``: the live NeighborIndex (``NeighborIndex.load``)
+        for the popular path and index-context checkpoints; None = none (the model's prior alone)."""
+        model, tok, _, extra = load_checkpoint(path)  # on CPU (the tokenizer's arrays), then the model moves
+        model = model.to(device)
+        context = _context(tok, extra.get("context", "catalog"), index)
+        rec = cls(model, tok, model_version(path, extra), context, index, state,
+                  categories if categories is not None else catalog_categories(cfg), cfg, device)
+        try:  # a smoke request at the catalog's centre: shapes, context size, trie
+            lat, lng = float(np.median(tok.lat)), float(np.median(tok.lng))
+            out = rec.recommend_batch([RecommendationRequest(user_id="__smoke__", lat=lat, lng=lng, k=1)])
+            assert isinstance(out[0], RecommendationResponse) and len(out[0].items) == 1, out[0]
+        except Exception as e:
+            raise CheckpointError(f"{path} loads but cannot serve: {e!r}") from e
+        return rec
+
+    def set_index(self, index) -> None:
+        """A newer neighbor index (its table changed): the popular path, and the context if it reads it."""
+        self.index = index
+        if isinstance(self.context, _IndexContext):
+            self.context = _IndexContext(index, self.tok.ctx_dim)
+
+    def in_area(self, lat: float, lng: float) -> bool:
+        a = self.area
+        return a[0] <= lat <= a[1] and a[2] <= lng <= a[3]
+
+    def _history(self, r: RecommendationRequest) -> tuple[list, list[int], str | None]:
+        """The user's events before the request time, of POIs the model knows: (ids, times, last poi)."""
+        events = self.state.history(r.user_id, before_ms=r.time_ms) if self.state is not None else []
+        known = [(self.key[p], t) for p, t in events if p in self.key][-self.max_len:]
+        return [p for p, _ in known], [t for _, t in known], (events[-1][0] if events else None)
+
+    def _popular(self, r: RecommendationRequest, items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Mix the neighbourhood's popularity share with the model's probabilities (module docstring)."""
+        hit = self.index.lookup(r.lat, r.lng) if self.index is not None else None
+        pairs = [(self.tok.index_of(self.key[p]), o) for p, o in zip(hit.poi_ids, hit.orders, strict=True)
+                 if p in self.key] if hit is not None else []
+        total = float(sum(o for _, o in pairs))
+        if total <= 0:
+            return items, scores
+        w = self.cfg.serve.popular_weight
+        mix: dict[int, float] = {}
+        for i, o in pairs:
+            mix[i] = w * o / total
+        for i, s in zip(items.tolist(), scores.tolist(), strict=True):
+            if i > 0:
+                mix[i] = mix.get(i, 0.0) + (1 - w) * math.exp(s)
+        ranked = sorted(mix.items(), key=lambda kv: -kv[1])
+        return np.array([i for i, _ in ranked]), np.log(np.maximum([p for _, p in ranked], 1e-300))
+
+    def _answer(self, r: RecommendationRequest, hist_len: int, last: str | None, items, scores):
+        keep = items > 0
+        items, scores = items[keep][: r.k], scores[keep][: r.k]
+        lat, lng = self.tok.lat[items - 1], self.tok.lng[items - 1]
+        dist = haversine_km(r.lat, r.lng, lat, lng) * 1000.0
+        codes = self.tok.codes[items - 1].tolist()
+        out = [Item(poi_id=self.ids[i - 1], category=self.categories[i - 1], lat=float(a), lng=float(b),
+                    distance_m=round(float(d), 1), score=float(s), semantic_id=c)
+               for i, a, b, d, s, c in zip(items.tolist(), lat, lng, dist, scores, codes, strict=True)]
+        return RecommendationResponse(user_id=r.user_id, model_version=self.version,
+                                      strategy="history" if hist_len else "popular", history_len=hist_len,
+                                      last_poi_id=last, items=out)
+
+    @torch.inference_mode()
+    def recommend_batch(self, requests: list[RecommendationRequest]) -> list[RecommendationResponse | ErrorBody]:
+        """One answer per request, in order: a RecommendationResponse, or an ErrorBody (outside the area)."""
+        out: list = [None] * len(requests)
+        live = []
+        for j, r in enumerate(requests):
+            if self.in_area(r.lat, r.lng):
+                live.append(j)
+            else:
+                out[j] = ErrorBody(error="outside the served area", field="location", status=422,
+                                   reason=f"({r.lat}, {r.lng}) is not within {self.cfg.serve.area_margin_km} km "
+                                          f"of the catalog's area {[round(x, 4) for x in self.area]}")
+        if not live:
+            return out
+        reqs = [requests[j] for j in live]
+        hists = [self._history(r) for r in reqs]
+        now = int(time.time() * 1000)
+        nbr = np.stack([self.context.neighbors(r.lat, r.lng) for r in reqs])          # (B, R, C)
+        batch = make_batch(self.tok, [h[0] for h in hists], [h[1] for h in hists],
+                           [r.time_ms if r.time_ms is not None else now for r in reqs],
+                           [(r.lat, r.lng) for r in reqs], nbr, max_len=self.max_len, device=self.device)
+        k = min(max(r.k for r in reqs), self.tok.num_items)
+        items, scores = beam_search(self.model, batch, self.trie, k=k, beam=max(self.cfg.serve.beam or 2 * k, k))
+        items, scores = items.cpu().numpy(), scores.cpu().float().numpy()               # (B, k) each
+        for b, (j, r) in enumerate(zip(live, reqs, strict=True)):
+            ids, times, last = hists[b]
+            it, sc = items[b], scores[b]
+            if not ids:
+                it, sc = self._popular(r, it, sc)
+            out[j] = self._answer(r, len(ids), last, it, sc)
+        return out
+
+
+class _IndexContext:
+    """The live neighbor index as the location context (checkpoints trained with train.context=index)."""
+
+    def __init__(self, index, ctx_dim: int):
+        if index is None:
+            raise CheckpointError("the model reads the live neighbor index's context, and there is none")
+        if index.dim != ctx_dim:
+            raise CheckpointError(f"the model reads {ctx_dim}-d context vectors, the neighbor index has {index.dim}")
+        self.index = index
+
+    def neighbors(self, lat: float, lng: float) -> np.ndarray:
+        return self.index.neighbors(lat, lng)
+
+
+def _context(tok, source: str, index):
+    if source == "index":
+        return _IndexContext(index, tok.ctx_dim)
+    from oneloc.ray_jobs.data import CatalogContext
+
+    return CatalogContext.of(tok)
+
+
+def catalog_categories(cfg) -> dict[str, str]:
+    """poi_id (str) -> category name, from the bundled dataset's POI catalog."""
+    from oneloc.streaming.dataset import load_pois
+
+    pois = load_pois(cfg.replay.dataset)
+    return dict(zip(pois["poi_id"].astype(str), pois["category"].fillna(""), strict=True))

@@ -1,0 +1,258 @@
+"""Serving logic without Ray or HTTP: request parsing, live user state, rollouts, the Recommender on a small
+synthetic catalog in New York (tiny random model: the answers' shape and invariants, not their quality)."""
+
+import asyncio
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from oneloc.config import load_config
+from oneloc.model.checkpoint import CheckpointError, save_checkpoint
+from oneloc.model.config import ModelConfig
+from oneloc.model.oneloc import build_model
+from oneloc.model.semantic_ids import SemanticIdTokenizer, disambiguate
+from oneloc.serving.api import RequestError, parse_request, read_limited
+from oneloc.serving.recommender import Recommender
+from oneloc.serving.rollout import Rollout, resolve_checkpoint
+from oneloc.serving.schemas import ErrorBody, RecommendationRequest, RecommendationResponse
+from oneloc.serving.user_state import UserState, apply_order
+from oneloc.streaming.neighbor_index import NeighborIndex
+from oneloc.streaming.neighbor_state import apply_orders, apply_pois, empty_state
+
+pytestmark = pytest.mark.timeout(120)
+N, CTX = 300, 16
+
+
+# -- request parsing --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, status, field", [
+    (b'{"lat": 40.7, "lng": -74.0}', 422, "user_id"),
+    (b'{"user_id": "u", "lng": -74.0}', 422, "lat"),
+    (b'{"user_id": 7, "lat": 40.7, "lng": -74.0}', 422, "user_id"),
+    (b'{"user_id": "u", "lat": "north", "lng": -74.0}', 422, "lat"),
+    (b'{"user_id": "u", "lat": 91, "lng": -74.0}', 422, "lat"),
+    (b'{"user_id": "u", "lat": 40.7, "lng": -181}', 422, "lng"),
+    (b'{"user_id": "u", "lat": 40.7, "lng": -74.0, "k": 0}', 422, "k"),
+    (b'{"user_id": "u", "lat": 40.7, "lng": -74.0, "k": 1000}', 422, "k"),
+    (b'{"user_id": "u", "lat": 40.7, "lng": -74.0, "colour": "red"}', 422, "colour"),
+    (b'{"user_id": "u", "lat": 40.7', 400, "body"),
+    (b'[1, 2]', 400, "body"),
+])
+def test_parse_request_names_the_field(body, status, field):
+    with pytest.raises(RequestError) as e:
+        parse_request(body)
+    assert (e.value.status, e.value.field) == (status, field)
+
+
+def test_parse_request_valid():
+    r = parse_request(b'{"user_id": "u", "lat": -90, "lng": 180, "k": 100, "time_ms": 5}')
+    assert (r.user_id, r.lat, r.lng, r.k, r.time_ms) == ("u", -90, 180, 100, 5)
+    assert parse_request(b'{"user_id": "u", "lat": 0, "lng": 0}').k == 10
+
+
+def test_read_limited():
+    async def chunks(parts):
+        for p in parts:
+            yield p
+
+    async def go(parts, length, limit):
+        return await read_limited(chunks(parts), length, limit)
+
+    assert asyncio.run(go([b"ab", b"cd"], None, 4)) == b"abcd"
+    for length in ("5", None):  # from the header, or counted while reading
+        with pytest.raises(RequestError) as e:
+            asyncio.run(go([b"ab", b"cde"], length, 4))
+        assert (e.value.status, e.value.field) == (413, "body")
+
+
+# -- live user state ----------------------------------------------------------------------------------------
+
+def test_user_state_orders_keeps_latest_and_filters_by_time():
+    s = UserState(max_len=3)
+    for i, t in enumerate([10, 20, 40, 30, 50]):  # 30 arrives late
+        s.add("u", f"p{i}", t)
+    assert s.history("u") == [("p3", 30), ("p2", 40), ("p4", 50)]
+    assert s.history("u", before_ms=45) == [("p3", 30), ("p2", 40)]
+    assert s.history("nobody") == []
+    assert not apply_order(s, {"user_id": "v", "poi_id": "1", "event_time": 1, "status": "cancelled"})
+    assert apply_order(s, {"user_id": "v", "poi_id": "1", "event_time": 1, "status": "completed"})
+    assert s.history("v") == [("1", 1)] and s.num_users == 2
+
+
+# -- a small synthetic catalog ------------------------------------------------------------------------------
+
+def _tokenizer(seed: int = 0) -> SemanticIdTokenizer:
+    rng = np.random.default_rng(seed)
+    codes = disambiguate(rng.integers(0, 8, (N, 2)))
+    sizes = [8, 8, int(codes[:, -1].max()) + 1]
+    ctx = rng.dirichlet(np.ones(CTX), N).astype(np.float32)
+    return SemanticIdTokenizer(np.arange(1, N + 1), codes, sizes, rng.integers(1, CTX, N),
+                               40.70 + rng.random(N) * 0.1, -74.02 + rng.random(N) * 0.1, ctx)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(size="tiny", max_history=8), tok).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "v1.pt"
+    save_checkpoint(path, model, tok, model.cfg, extra={"context": "catalog", "model_version": "v1"})
+    return path
+
+
+def _index(cfg, tok, orders: dict[int, int]) -> NeighborIndex:
+    pois = pd.DataFrame({"poi_id": [str(p) for p in tok.poi_ids], "category": [f"c{c}" for c in tok.category],
+                         "lat": tok.lat, "lng": tok.lng, "avg_spend": 10.0})
+    state = apply_pois(empty_state(), pois, cfg.index.h3_resolution)
+    rows = [(str(p), 1_000 + i, 5.0) for p, n in orders.items() for i in range(n)]
+    state = apply_orders(state, pd.DataFrame(rows, columns=["poi_id", "event_time", "amount"]), 7.0)
+    return NeighborIndex.from_config(state, cfg)
+
+
+def _haversine_m(lat1, lng1, lat2, lng2):
+    p1, p2, dp, dl = map(math.radians, (lat1, lat2, lat2 - lat1, lng2 - lng1))
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371008.8 * math.asin(math.sqrt(a))
+
+
+def _recommender(ckpt, state, index=None):
+    cfg = load_config()
+    cats = {str(p): f"cat-{p % 7}" for p in range(1, N + 1)}
+    return Recommender.from_checkpoint(ckpt, cfg, state, index=index or _index(cfg, _tokenizer(), {}),
+                                       categories=cats)
+
+
+def test_recommend_batch_history_and_popular(ckpt):
+    state = UserState(max_len=8)
+    for i, p in enumerate([5, 17, 42]):
+        state.add("alice", str(p), 1_000_000 + i)
+    state.add("alice", "unknown-poi", 1_000_010)  # not in the catalog: skipped, still the latest event
+    rec = _recommender(ckpt, state)
+    reqs = [RecommendationRequest(user_id="alice", lat=40.75, lng=-73.98, k=10),
+            RecommendationRequest(user_id="bob", lat=40.72, lng=-74.0, k=3),
+            RecommendationRequest(user_id="alice", lat=40.75, lng=-73.98, k=5, time_ms=1_000_000)]
+    a, b, c = rec.recommend_batch(reqs)
+    assert (a.strategy, a.history_len, a.last_poi_id) == ("history", 3, "unknown-poi")
+    assert (b.strategy, b.history_len, b.last_poi_id) == ("popular", 0, None)
+    assert (c.strategy, c.history_len) == ("history", 1)  # only the events up to time_ms
+    for r, resp in zip(reqs, (a, b, c), strict=True):
+        assert resp.model_version == "v1" and len(resp.items) == r.k
+        ids = [it.poi_id for it in resp.items]
+        assert len(set(ids)) == r.k and all(1 <= int(p) <= N for p in ids)
+        scores = [it.score for it in resp.items]
+        assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)
+        tok = rec.tok
+        for it in resp.items:
+            i = tok.index_of(int(it.poi_id)) - 1
+            assert (it.lat, it.lng) == (tok.lat[i], tok.lng[i]) and tuple(it.semantic_id) == tok.id_of(int(it.poi_id))
+            assert it.distance_m == pytest.approx(_haversine_m(r.lat, r.lng, it.lat, it.lng), abs=0.1)
+            assert it.category == f"cat-{int(it.poi_id) % 7}"
+    # the same request alone gives the same answer as in the batch (padding never leaks)
+    alone = rec.recommend_batch([reqs[1]])[0]
+    assert [i.poi_id for i in alone.items] == [i.poi_id for i in b.items]
+    assert [i.score for i in alone.items] == pytest.approx([i.score for i in b.items], abs=1e-4)
+
+
+def test_popular_path_follows_the_neighbourhood_orders(ckpt):
+    cfg = load_config()
+    tok = _tokenizer()
+    here = (float(tok.lat[9]), float(tok.lng[9]))   # stand next to POI 10, which gets all the orders
+    rec = _recommender(ckpt, UserState(8), index=_index(cfg, tok, {10: 50, 11: 1}))
+    resp = rec.recommend_batch([RecommendationRequest(user_id="new", lat=here[0], lng=here[1], k=5)])[0]
+    assert resp.strategy == "popular" and resp.items[0].poi_id == "10"
+    assert resp.items[0].score > math.log(cfg.serve.popular_weight * 50 / 51)  # its share, plus the model's
+
+
+def test_outside_the_served_area_is_a_422_naming_location(ckpt):
+    rec = _recommender(ckpt, UserState(8))
+    out = rec.recommend_batch([RecommendationRequest(user_id="u", lat=48.85, lng=2.35, k=3),
+                               RecommendationRequest(user_id="u", lat=40.75, lng=-73.98, k=3)])
+    assert isinstance(out[0], ErrorBody) and (out[0].status, out[0].field) == (422, "location")
+    assert isinstance(out[1], RecommendationResponse) and len(out[1].items) == 3
+
+
+# -- rollouts ------------------------------------------------------------------------------------------------
+
+def test_rollout_swaps_new_and_refuses_broken(ckpt, tmp_path):
+    import os
+    import shutil
+    import time
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    shutil.copy(ckpt, folder / "a.pt")
+    loads = []
+
+    def load(path):
+        loads.append(path.name)
+        return _recommender(path, UserState(8))
+
+    ro = Rollout(load)
+    ro.set_source(str(folder))
+    first = ro.current
+    assert ro.poll() is False and loads == ["a.pt"]   # nothing changed: no reload
+
+    bad = folder / "b.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    os.utime(bad, (time.time() + 5, time.time() + 5))  # the newest file of the folder
+    assert ro.poll() is False and ro.current is first and ro.refused == 1
+    assert ro.poll() is False and ro.refused == 1       # the same broken file is not retried
+    assert resolve_checkpoint(folder) == bad
+
+    good = folder / "c.pt"
+    shutil.copy(ckpt, good)
+    os.utime(good, (time.time() + 10, time.time() + 10))
+    assert ro.poll() is True and ro.current is not first and ro.rollouts == 2
+
+    with pytest.raises(CheckpointError):                # nothing to fall back on: a fresh replica fails
+        Rollout(load).set_source(str(bad))
+    worse = folder / "d.pt"                             # a fresh replica of a folder whose newest is broken
+    worse.write_bytes(b"")
+    os.utime(worse, (time.time() + 15, time.time() + 15))
+    fresh = Rollout(load)
+    fresh.set_source(str(folder))
+    assert fresh.refused == 1 and loads[-2:] == ["d.pt", "c.pt"] and fresh.current is not None
+
+
+# -- the deployment files ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["infra/serve_config.yaml", "infra/kuberay/rayservice.yaml"])
+def test_serve_config_files_are_valid_and_build_the_app(path):
+    import importlib
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from oneloc.paths import REPO_ROOT
+
+    doc = yaml.safe_load((REPO_ROOT / path).read_text())
+    if doc.get("kind") == "RayService":
+        doc = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    app = ServeDeploySchema.model_validate(doc).applications[0]
+    module, func = app.import_path.split(":")
+    args = dict(app.args, config="")  # the cluster's config file is not here; the rest of args applies
+    built = getattr(importlib.import_module(module), func)(args)
+    model = built._bound_deployment.init_args[0]._bound_deployment   # Ingress(model, cfg) -> Model
+    overrides = dict(o.split("=", 1) for o in app.args.get("overrides", []))
+    assert model.ray_actor_options["num_cpus"] == float(overrides.get("serve.num_cpus", 0.5))
+    assert model._deployment_config.autoscaling_config.max_replicas == int(overrides["serve.max_replicas"])
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_bootstrap_from_the_ingest_orders_table(tmp_path, timestamps):
+    from deltalake import write_deltalake
+
+    from oneloc.serving.user_state import bootstrap
+
+    cfg = load_config(overrides=[f"storage.root={tmp_path}", "serve.bootstrap=delta"])
+    ms = pd.Series([3_000, 1_000, 2_000, 4_000], dtype="int64")
+    orders = pd.DataFrame({"user_id": ["a", "a", "b", "a"], "poi_id": ["3", "1", "2", "4"],
+                           "event_time": pd.to_datetime(ms, unit="ms", utc=True) if timestamps else ms,
+                           "status": ["completed", "completed", "completed", "refunded"]})
+    write_deltalake(cfg.storage.table("orders"), orders)
+    state = UserState(max_len=8)
+    assert bootstrap(cfg, state) == 3
+    assert state.history("a") == [("1", 1_000), ("3", 3_000)] and state.history("b") == [("2", 2_000)]
