@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from oneloc._section import Section
@@ -14,12 +16,54 @@ class RayConfig(Section):
 
 
 class TrainConfig(Section):
-    workers: int = 1
+    """Pre-training on Ray Train (ray_jobs/train.py); the per-worker loop is ray_jobs/train_loop.py."""
+
+    workers: int = 2
     use_gpu: bool = False
+    cpus_per_worker: float = Field(default=0.5, description="fractional, so 2 workers fit on a 2-core machine")
+    torch_threads: int = Field(default=1, description="torch intra-op threads per worker (CPU)")
+    source: Literal["auto", "delta", "dataset"] = Field(
+        default="auto", description="delta = the ingested 'samples' table; dataset = built from the bundled "
+                                    "data; auto = delta when the table exists")
+    context: Literal["catalog", "index"] = Field(
+        default="catalog", description="location context: from the POI catalog, or the live neighbor index")
+    min_n_in_traj: int = Field(default=0, description="drop training samples with fewer in-trajectory items")
+    epochs: int = 5
+    max_steps: int = Field(default=0, description="stop after this many optimizer steps (0 = no limit)")
+    batch_size: int = Field(default=128, description="per worker")
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    min_lr_ratio: float = Field(default=0.05, description="cosine decays to lr * min_lr_ratio")
+    grad_clip: float = 1.0
+    val_samples: int = Field(default=1000, description="validation samples scored each epoch (beam search)")
+    val_beam: int = 20
+    early_stop_metric: str = "acc@10"
+    patience: int = Field(default=2, description="epochs without improvement before stopping")
+    shuffle_buffer: int = Field(default=4096, description="Ray Data local shuffle buffer (rows)")
+    keep_checkpoints: int = Field(default=0, description="checkpoints Ray keeps (0 = all)")
+    run_name: str = "oneloc-train"
+    log_every: int = 50
+    seed: int = 0
 
 
 class RLConfig(Section):
+    """DPO post-training (ray_jobs/rl.py). Reward r = w_geo * exp(-d_km / tau_km) + w_gmv * spend / max
+    spend + w_relevance * relevance (relevance: the candidate is the target, or its beam probability)."""
+
     w_geo: float = 1.0
     w_gmv: float = 1.0
     w_relevance: float = 1.0
+    tau_km: float = Field(default=2.0, description="distance scale of the geographic reward")
+    relevance: Literal["target", "score"] = "target"
     dpo_lambda: float = 0.05
+    dpo_beta: float = 0.5
+    candidates: int = Field(default=10, description="N beam-search candidates per sample")
+    samples: int = Field(default=20000, description="training samples used for RL (latest first; 0 = all)")
+    epochs: int = 1
+    max_steps: int = 0
+    batch_size: int = 64
+    lr: float = 1e-4
+    warmup_steps: int = 20
+    patience: int = 1
+    run_name: str = "oneloc-rl"
