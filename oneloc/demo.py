@@ -49,9 +49,10 @@ def _stage_counts(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> N
 
 
 def _stage_ingest(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> None:
-    from oneloc.ray_jobs.ingest import ingest
+    from oneloc.ray_jobs.ingest import ingest, summary
 
-    state["ingest"] = ingest(cfg, follow=False)
+    state["ingest"] = ingest(cfg, follow=False, flush_shards=True)
+    state["tables"] = summary(cfg)
 
 
 STAGES: list[tuple[str, Callable[[OneLocConfig, argparse.Namespace, dict], None]]] = [
@@ -76,6 +77,6 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
         fn(cfg, args, state)
         print(f"--- done in {time.perf_counter() - t0:.1f}s", flush=True)
     print(f"\nmain job finished in {time.perf_counter() - t_all:.1f}s")
-    summary = {k: v for k, v in state.items() if k in ("bootstrap", "replay", "ingest")}
+    summary = {k: v for k, v in state.items() if k in ("bootstrap", "replay", "ingest", "tables")}
     print(json.dumps(summary, indent=2, default=str))
     return 0

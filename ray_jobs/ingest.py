@@ -1,13 +1,20 @@
-"""`oneloc ingest [--follow] [--address RAY_ADDRESS]`: Kafka -> Ray Data -> Delta, in micro-batches.
+"""`oneloc ingest [--follow] [--address RAY_ADDRESS] [--flush-shards]`: Kafka -> Ray Data -> Delta,
+in micro-batches.
 
 Each micro-batch:
   1. the driver asks Kafka where every partition ends and plans, per partition, the range from the
-     lowest offset any Delta table holds to the end (at most ``ingest.max_records_per_partition``);
-  2. Ray Data reads exactly those ranges (``ray.data.read_kafka``, one task per partition) and
-     decodes + validates them in ``map_batches(RecordDecoder)`` (streaming/decoder.py);
+     lowest offset any Delta table holds to the end (at most ``ingest.max_records_per_partition``;
+     in catch-up mode one batch reads up to the end offsets in one Ray Data pass);
+  2. Ray Data reads exactly those ranges (``KafkaRanges``: ``ingest.read_tasks`` tasks, one consumer
+     each, streaming/kafka_source.py) and decodes + validates them in ``map_batches(RecordDecoder)``
+     (streaming/decoder.py), fused into the read tasks; a read reaches the end of every range or
+     fails, so the batch covers exactly the planned ranges;
   3. the driver commits each Delta table with the offsets it covers (streaming/ingest_batch.py):
      exactly-once per table, dead letters to their table and topic, the neighbor index, the shards.
 Without --follow it catches up to the end and exits; with it, a batch starts every ``interval_s``.
+--flush-shards: at the end, close every open trajectory of the training shards. At the end the job
+prints its totals and a summary of the tables (rows per table, neighbor-index version and cells,
+samples per split).
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import time
 
 import pyarrow as pa
 
+from oneloc.streaming.decoder import SCHEMA as DECODED
 from oneloc.streaming.decoder import RecordDecoder
-from oneloc.streaming.ingest_batch import ROLES, BatchWriter, covered_offsets
+from oneloc.streaming.ingest_batch import ROLES, BatchWriter
 from oneloc.streaming.kafka_source import consumer, partitions, plan_ranges, read_ranges, watermarks
 
 log = logging.getLogger(__name__)
@@ -42,17 +50,16 @@ def init_ray(cfg, address: str | None = None) -> None:
     ctx.print_on_execution_start = False
 
 
-def decode_ranges(cfg, ranges, marks, expected: dict[str, str]) -> pa.Table:
-    """Ray Data: read the offset ranges and decode them; the decoded records as one Arrow table."""
+def decode_ranges(cfg, ranges, expected: dict[str, str]) -> pa.Table:
+    """Ray Data: read the offset ranges and decode them; the decoded records as one Arrow table.
+    The decoder has the read's resources, so Ray fuses them: each read task decodes its own blocks
+    (an instance, not a class: tasks on warm workers, no actor to start per batch)."""
     import ray
 
-    # an instance, not the class: Ray runs it as tasks on warm workers (no actor to start per batch)
-    ds = read_ranges(cfg, ranges, marks).map_batches(
-        RecordDecoder(expected), batch_format="numpy", num_cpus=cfg.ingest.decode_num_cpus, batch_size=4096)
+    ds = read_ranges(cfg, ranges).map_batches(RecordDecoder(expected), batch_format="pyarrow", batch_size=None,
+                                              num_cpus=cfg.ingest.read_num_cpus)
     blocks = [b for b in ray.get(ds.to_arrow_refs()) if b.num_rows]
-    if not blocks:
-        return pa.table({})
-    return pa.concat_tables(blocks, promote_options="permissive")
+    return pa.concat_tables(blocks) if blocks else DECODED.empty_table()
 
 
 class IngestJob:
@@ -89,13 +96,14 @@ class IngestJob:
                              self.topics["poi-catalog"], ing.max_catalog_records_per_partition)
         if not ranges:
             return None
-        decoded = decode_ranges(self.cfg, ranges, marks, self.expected)
-        covered = covered_offsets(decoded) if decoded.num_rows else {}
+        decoded = decode_ranges(self.cfg, ranges, self.expected)
+        covered = {tp: end for tp, (_, end) in ranges.items()}  # a read reaches every end or fails
         t_read = time.perf_counter() - t0
         counts = self.writer.apply(decoded, covered) if covered else {}
         self.batches += 1
         for k, v in counts.items():
             self.totals[k] = self.totals.get(k, 0) + v
+        self.totals["read_s"] = round(self.totals.get("read_s", 0.0) + t_read, 3)  # Ray Data read + decode
         return {"batch": self.batches, "read": decoded.num_rows, **counts, "lag": self.lag(marks),
                 "read_s": round(t_read, 3), "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -106,9 +114,10 @@ class IngestJob:
 
 
 def ingest(cfg, *, follow: bool = False, max_batches: int = 0, quiet: bool = False,
-           address: str | None = None, stop=None) -> dict:
+           address: str | None = None, stop=None, flush_shards: bool = False) -> dict:
     """Run micro-batches until caught up (or, with ``follow``, until ``stop`` (a threading.Event)
-    is set); returns totals."""
+    is set); returns totals. ``flush_shards``: at the end, close every open trajectory of the
+    training shards (the stream has ended: the samples table then holds the whole val/test sets)."""
     init_ray(cfg, address)
     job = IngestJob(cfg)
     t0 = time.perf_counter()
@@ -124,9 +133,34 @@ def ingest(cfg, *, follow: bool = False, max_batches: int = 0, quiet: bool = Fal
                 if not follow:
                     break
                 time.sleep(max(0.0, cfg.ingest.interval_s - (time.perf_counter() - start)))
+        if flush_shards:
+            job.totals["flushed_samples"] = job.writer.flush_shards()
+            job.totals["samples"] = job.totals.get("samples", 0) + job.totals["flushed_samples"]
     finally:
         job.close()
     return {"batches": job.batches, **job.totals, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def summary(cfg) -> dict:
+    """What the ingest tables hold now: rows per table, the neighbor index's version and cells,
+    samples per split."""
+    import pyarrow.compute as pc
+
+    from oneloc.streaming.delta_sink import open_table
+    from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
+
+    out: dict = {"rows": {}}
+    tables = ("locations", "orders", "pois", "dead_letters", INDEX_TABLE, "samples")
+    dts = {name: open_table(cfg.storage.table(name), cfg.storage.storage_options) for name in tables}
+    for name, dt in dts.items():
+        out["rows"][name] = dt.to_pyarrow_dataset().count_rows() if dt is not None else 0
+    if (dt := dts[INDEX_TABLE]) is not None:
+        out["neighbor_index"] = {"version": dt.version(),
+                                 "cells": pc.count_distinct(dt.to_pyarrow_table(columns=["cell"])["cell"]).as_py()}
+    if (dt := dts["samples"]) is not None:
+        g = dt.to_pyarrow_table(columns=["split"]).group_by("split").aggregate([("split", "count")])
+        out["samples"] = dict(zip(g["split"].to_pylist(), g["split_count"].to_pylist(), strict=True))
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -134,9 +168,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--max-batches", type=int, default=0, help="stop after N micro-batches (0 = no limit)")
     p.add_argument("--quiet", action="store_true", help="no per-batch lines")
+    p.add_argument("--flush-shards", action="store_true",
+                   help="at the end, close all open trajectories (complete GETNext val/test samples)")
 
 
 def run(cfg, args: argparse.Namespace) -> int:
-    totals = ingest(cfg, follow=args.follow, max_batches=args.max_batches, quiet=args.quiet, address=args.address)
+    totals = ingest(cfg, follow=args.follow, max_batches=args.max_batches, quiet=args.quiet, address=args.address,
+                    flush_shards=args.flush_shards)
     print(json.dumps({"ingest": totals}))
+    print(json.dumps({"tables": summary(cfg)}))
     return 0

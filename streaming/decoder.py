@@ -1,49 +1,53 @@
 """Decode + validate raw Kafka records into one flat table (the ``map_batches`` step of ingest).
 
-``RecordDecoder`` maps a batch of raw records (a dict of arrays with the columns of Ray's Kafka
-source: topic, partition, offset, key, value ...) to a dict of arrays with the columns ``COLUMNS``:
-where the record came from, its schema name ("" when it failed), the failure ``reason`` ("" when
-it passed), and the fields of the three event schemas side by side (null where a schema has no
-such field), and the raw bytes (a dead letter keeps them; the ingest batch can still reject a
-decoded record, e.g. an order of an unknown POI). No Ray needed:
+``RecordDecoder`` maps a batch of raw records (an Arrow table, or a dict of lists, with the columns
+topic, partition, offset, key, value of streaming/kafka_source.py) to an Arrow table with the
+columns ``COLUMNS``: where the record came from, its schema name ("" when it failed), the failure
+``reason`` ("" when it passed), the fields of the three event schemas side by side (null where a
+schema has no such field), and the raw bytes (a dead letter keeps them; the ingest batch can still
+reject a decoded record, e.g. an order of an unknown POI). Each record goes through the shared
+schema module (``registry().decode``: Avro + the validation rules). No Ray needed:
 
-    out = RecordDecoder()({"topic": ..., "partition": ..., "offset": ..., "key": ..., "value": ...})
+    out = RecordDecoder({"orders": "Order"})(pa.table({"topic": ..., "offset": ..., "value": ...}))
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from oneloc.errors import DecodeError, ValidationError
 from oneloc.schemas import registry
 
-# column -> numpy dtype of the output batch ("O": str/bytes/None)
-COLUMNS: dict[str, str] = {
-    "topic": "O", "partition": "int32", "offset": "int64", "key": "O", "value": "O",
-    "schema": "O", "reason": "O",
-    "id": "O", "user_id": "O", "poi_id": "O", "event_time": "int64",   # id: event_id | order_id | poi_id
-    "lat": "float64", "lng": "float64", "accuracy_m": "float64", "source": "O",
-    "amount": "float64", "currency": "O", "status": "O", "user_lat": "float64", "user_lng": "float64",
-    "category": "O", "category_id": "O", "price_level": "int32", "avg_spend": "float64",
-    "active": "bool", "venue_id": "O",
+COLUMNS: dict[str, pa.DataType] = {
+    "topic": pa.string(), "partition": pa.int32(), "offset": pa.int64(), "key": pa.binary(), "value": pa.binary(),
+    "schema": pa.string(), "reason": pa.string(),
+    "id": pa.string(), "user_id": pa.string(), "poi_id": pa.string(),   # id: event_id | order_id | poi_id
+    "event_time": pa.int64(),
+    "lat": pa.float64(), "lng": pa.float64(), "accuracy_m": pa.float64(), "source": pa.string(),
+    "amount": pa.float64(), "currency": pa.string(), "status": pa.string(), "user_lat": pa.float64(),
+    "user_lng": pa.float64(), "category": pa.string(), "category_id": pa.string(), "price_level": pa.int32(),
+    "avg_spend": pa.float64(), "active": pa.bool_(), "venue_id": pa.string(),
 }
-_FILL = {"O": None, "int32": -1, "int64": -1, "float64": np.nan, "bool": False}
+SCHEMA = pa.schema(list(COLUMNS.items()))
+_RAW = ("topic", "partition", "offset", "key", "value")
+_ROW = pa.struct([(c, t) for c, t in COLUMNS.items() if c not in _RAW])  # schema, reason, the fields
 _ID_FIELD = {"UserLocation": "event_id", "Order": "order_id", "Poi": "poi_id"}
 
 
 def flatten(name: str, rec: dict[str, Any]) -> dict[str, Any]:
-    """The flat columns of one decoded record of schema ``name``."""
-    row = {k: v for k, v in rec.items() if k in COLUMNS}
-    row["schema"] = name
-    row["id"] = rec[_ID_FIELD[name]]
+    """Add the flat columns to one decoded record of schema ``name`` (in place; other keys stay and are
+    ignored by the Arrow conversion)."""
+    rec["schema"] = name
+    rec["id"] = rec[_ID_FIELD[name]]
     if name == "Poi":
-        row["event_time"] = rec["updated_at"]
-    if name == "Order" and rec.get("user_location"):
-        row["user_lat"] = rec["user_location"]["lat"]
-        row["user_lng"] = rec["user_location"]["lng"]
-    return row
+        rec["event_time"] = rec["updated_at"]
+    elif name == "Order" and rec.get("user_location"):
+        rec["user_lat"] = rec["user_location"]["lat"]
+        rec["user_lng"] = rec["user_location"]["lng"]
+    return rec
 
 
 class RecordDecoder:
@@ -55,38 +59,24 @@ class RecordDecoder:
     def __init__(self, expected: dict[str, str] | None = None):
         self.expected = expected or {}
 
-    @property
-    def registry(self):
-        return registry()  # cached per process; not pickled with the decoder
-
-    def decode_one(self, topic: str, value: bytes | None) -> tuple[dict[str, Any], str]:
-        """(flat row, "") or ({}, reason)."""
+    def decode_one(self, topic: str, value: bytes | None) -> dict[str, Any]:
+        """The flat row of one record: its fields and schema, or just the failure ``reason``."""
         if value is None:
-            return {}, "decode: empty value (tombstone)"
+            return {"reason": "decode: empty value (tombstone)"}
         try:
-            name, rec = self.registry.decode(value, self.expected.get(topic))
+            name, rec = registry().decode(value, self.expected.get(topic))
         except DecodeError as e:
-            return {}, f"decode: {e}"
+            return {"reason": f"decode: {e}"}
         except ValidationError as e:
-            return {}, f"invalid {e.record}.{e.field}: {e.reason}"
-        return flatten(name, rec), ""
+            return {"reason": f"invalid {e.record}.{e.field}: {e.reason}"}
+        return flatten(name, rec)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["offset"])
-        out = {c: np.full(n, _FILL[t], dtype=t if t != "O" else object) for c, t in COLUMNS.items()}
-        out["topic"][:] = batch["topic"]
-        out["partition"][:] = batch["partition"]
-        out["offset"][:] = batch["offset"]
-        out["key"][:] = batch["key"]
-        out["value"][:] = batch["value"]
-        out["schema"][:] = ""
-        out["reason"][:] = ""
-        for i in range(n):
-            row, reason = self.decode_one(batch["topic"][i], batch["value"][i])
-            if reason:
-                out["reason"][i] = reason
-                continue
-            for k, v in row.items():
-                if v is not None:
-                    out[k][i] = v
-        return out
+    def __call__(self, batch: pa.Table | dict) -> pa.Table:
+        raw = batch if isinstance(batch, pa.Table) else pa.table({c: batch[c] for c in _RAW})
+        rows = [self.decode_one(t, v) for t, v in zip(raw["topic"].to_pylist(), raw["value"].to_pylist(),
+                                                       strict=True)]
+        flat = pa.array(rows, _ROW).flatten()  # dicts -> columns in C++ (missing keys -> null)
+        cols = [raw[c].cast(COLUMNS[c]) for c in _RAW] + flat
+        out = pa.Table.from_arrays(cols, schema=SCHEMA)
+        return out.set_column(5, "schema", pc.fill_null(out["schema"], "")).set_column(
+            6, "reason", pc.fill_null(out["reason"], ""))

@@ -57,11 +57,12 @@ def commit_properties(group: str, offsets: Offsets, extra: dict[str, Any] | None
 
 def keep_new(rows: pa.Table, offsets: Offsets) -> pa.Table:
     """Rows whose (topic, partition, offset) is at or above the table's stored offset."""
-    if rows.num_rows == 0:
-        return rows
-    floor = [offsets.get((t, p), 0) for t, p in zip(rows["topic"].to_pylist(), rows["partition"].to_pylist(),
-                                                      strict=True)]
-    return rows.filter(pc.greater_equal(rows["offset"], pa.array(floor, pa.int64())))
+    old = pa.array([False] * rows.num_rows, pa.bool_())
+    for (t, p), o in offsets.items():
+        if o > 0 and rows.num_rows:
+            here = pc.and_(pc.equal(rows["topic"], t), pc.equal(rows["partition"], p))
+            old = pc.or_(old, pc.and_(here, pc.less(rows["offset"], o)))
+    return rows.filter(pc.invert(old)) if pc.any(old).as_py() else rows
 
 
 class DeltaSink:

@@ -139,8 +139,19 @@ class BatchWriter:
             s[INDEX_TABLE].write(to_arrow(self.state).slice(0, 0), covered)  # moves offsets only
         n["index_orders"] = io.num_rows
         if self.shards is not None:
-            n["samples"] = self.shards.apply(orders, covered)
+            n["samples"] = self.shards.apply(self.with_poi_coordinates(orders), covered)
         return n
+
+    def with_poi_coordinates(self, orders: pa.Table) -> pa.Table:
+        """``orders`` with lat/lng = their POI's (from the catalog state; an order has only the user's)."""
+        where = self.state.reindex(orders["poi_id"].to_numpy(zero_copy_only=False))
+        for c in ("lat", "lng"):
+            orders = orders.set_column(orders.column_names.index(c), c, pa.array(where[c].to_numpy(), pa.float64()))
+        return orders
+
+    def flush_shards(self) -> int:
+        """Close every open trajectory of the shards (end of the stream); returns samples written."""
+        return self.shards.flush() if self.shards is not None else 0
 
 
 def _last_per_key(rows: pa.Table, key: str) -> pa.Table:

@@ -1,19 +1,37 @@
 """The Kafka side of a micro-batch: where each partition ends now, which offset range to read,
-and the Ray Data read of exactly that range (one read task per partition).
+and the Ray Data read of exactly that range.
 
-    marks = watermarks(cfg, topics)                         # (topic, p) -> (low, high)
+    marks = watermarks(consumer, parts)                     # (topic, p) -> (low, high)
     ranges = plan_ranges(starts, marks, max_per_partition)  # (topic, p) -> (start, end)
     ds = read_ranges(cfg, ranges)                           # a Ray Dataset of raw records
+
+``KafkaRanges`` is a Ray Data source of exact offset ranges. It splits the partitions into
+``ingest.read_tasks`` groups of about equal record count; each read task is ONE confluent-kafka
+consumer assigned to all partitions of its group at their start offsets (the same client and the
+same fetch pattern as a plain consumer), and yields Arrow blocks with the columns ``RAW_SCHEMA``.
+A task reads every range to its end or fails (``KafkaUnavailable`` after ``ingest.read_timeout_s``),
+so a finished read covers its ranges exactly. (Ray's ``read_kafka`` makes one task and one consumer
+per partition, empty ones included, and builds a Python dict per message; on a 2-core machine the
+task start-up alone cost more than the whole read.)
 """
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, TopicPartition
+import time
+from functools import partial
+
+import pyarrow as pa
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from ray.data import Datasource
+from ray.data.block import BlockMetadata
+from ray.data.datasource import ReadTask
 
 from oneloc.errors import KafkaUnavailable
 from oneloc.streaming.delta_sink import Offsets
 
 Ranges = dict[tuple[str, int], tuple[int, int]]
+RAW_SCHEMA = pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
+                        ("key", pa.binary()), ("value", pa.binary())])
 
 
 def consumer(cfg, suffix: str = "ingest") -> Consumer:
@@ -58,21 +76,83 @@ def plan_ranges(starts: Offsets, marks: Ranges, max_per_partition: int, catalog:
     return {tp: r for tp, r in out.items() if tp[0] == catalog} if behind else out
 
 
-def read_ranges(cfg, ranges: Ranges, marks: Ranges):
-    """A Ray Dataset of the raw records of ``ranges`` (Ray's Kafka source, confluent-kafka, one read
-    task per partition). Columns: offset, key, value, topic, partition, timestamp, ... Partitions of
-    the same topics with nothing to read get the empty range [high, high) (unlisted ones would
-    default to earliest..latest)."""
+def split_ranges(ranges: Ranges, n: int) -> list[Ranges]:
+    """At most ``n`` non-empty groups of partitions with about equal record counts (largest first,
+    each to the lightest group)."""
+    groups: list[Ranges] = [{} for _ in range(max(1, min(n, len(ranges))))]
+    load = [0] * len(groups)
+    for tp, (s, e) in sorted(ranges.items(), key=lambda kv: (kv[1][0] - kv[1][1], kv[0])):
+        i = load.index(min(load))
+        groups[i][tp] = (s, e)
+        load[i] += e - s
+    return [g for g in groups if g]
+
+
+def read_group(servers: str, group_id: str, ranges: Ranges, timeout_s: float, block_rows: int = 50_000):
+    """Read every range of ``ranges`` with one consumer; yields Arrow tables of ``RAW_SCHEMA``."""
+    c = Consumer({"bootstrap.servers": servers, "group.id": group_id, "enable.auto.commit": False})
+    left = {tp: [s, e] for tp, (s, e) in ranges.items()}  # (topic, p) -> [next offset, end]
+    cols: dict[str, list] = {f.name: [] for f in RAW_SCHEMA}
+    try:
+        c.assign([TopicPartition(t, p, s) for (t, p), (s, _) in ranges.items()])
+        deadline = time.monotonic() + timeout_s
+        while left:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"read of {sorted(left)} did not reach its end in {timeout_s} s")
+            # ask for no more than is left: consume() waits its whole timeout for a short batch
+            want = sum(e - s for s, e in left.values())
+            for m in c.consume(num_messages=max(1, min(want, 10_000)), timeout=0.5):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaUnavailable(f"read failed: {m.error()}")
+                tp, off = (m.topic(), m.partition()), m.offset()
+                if tp not in left or off >= left[tp][1]:
+                    continue
+                cols["topic"].append(tp[0])
+                cols["partition"].append(tp[1])
+                cols["offset"].append(off)
+                cols["key"].append(m.key())
+                cols["value"].append(m.value())
+                left[tp][0] = off + 1
+                if off + 1 >= left[tp][1]:
+                    del left[tp]
+            if left:  # a compacted topic can end in a gap: the position says where the log is
+                for tp in c.position([TopicPartition(t, p) for t, p in left]):
+                    if tp.offset >= left[(tp.topic, tp.partition)][1]:
+                        del left[(tp.topic, tp.partition)]
+            if len(cols["offset"]) >= block_rows or (not left and cols["offset"]):
+                yield pa.table(cols, schema=RAW_SCHEMA)
+                cols = {f.name: [] for f in RAW_SCHEMA}
+    finally:
+        c.close()
+
+
+def read_ranges(cfg, ranges: Ranges):
+    """A Ray Dataset of the raw records of ``ranges`` (``KafkaRanges``; columns ``RAW_SCHEMA``)."""
     import ray
 
-    topics = sorted({t for t, _ in ranges})
-    start: dict[str, dict[int, int]] = {t: {} for t in topics}
-    end: dict[str, dict[int, int]] = {t: {} for t in topics}
-    for (t, p), (_, high) in marks.items():
-        if t in start:
-            s, e = ranges.get((t, p), (high, high))
-            start[t][p], end[t][p] = s, e
-    return ray.data.read_kafka(topics, bootstrap_servers=cfg.kafka.servers(), start_offset=start,
-                               end_offset=end, timeout_ms=int(cfg.ingest.read_timeout_s * 1000),
-                               num_cpus=cfg.ingest.read_num_cpus,
-                               consumer_config={"group.id": f"{cfg.ingest.consumer_group}-read"})
+    return ray.data.read_datasource(KafkaRanges(cfg, ranges), num_cpus=cfg.ingest.read_num_cpus)
+
+
+class KafkaRanges(Datasource):
+    """Ray Data source: exact offset ranges, ``cfg.ingest.read_tasks`` consumers."""
+
+    def __init__(self, cfg, ranges: Ranges):
+        self.servers = cfg.kafka.servers()
+        self.group_id = f"{cfg.ingest.consumer_group}-read"
+        self.ranges = ranges
+        self.tasks = cfg.ingest.read_tasks
+        self.timeout_s = cfg.ingest.read_timeout_s
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None):
+        out = []
+        for group in split_ranges(self.ranges, self.tasks):
+            n = sum(e - s for s, e in group.values())
+            meta = BlockMetadata(num_rows=None, size_bytes=n * 200, exec_stats=None, input_files=None)
+            fn = partial(read_group, self.servers, self.group_id, group, self.timeout_s)
+            out.append(ReadTask(fn, meta, schema=RAW_SCHEMA, per_task_row_limit=per_task_row_limit))
+        return out

@@ -31,6 +31,7 @@ closes, or at ``flush``).
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 import numpy as np
@@ -129,7 +130,8 @@ class SampleBuilder:
     """Incremental form of ``build_samples`` for the streaming ingestion: feed the events in time
     order with ``push``; it returns the samples that each event completes. Train samples come at
     once; a val/test sample comes when its trajectory closes (the user's next event starts a new
-    trajectory) or at ``flush()`` (end of the stream). State: per user, the last ``history_len``
+    trajectory, or ``advance`` finds the stream's event time past its last event + the gap) or at
+    ``flush()`` (end of the stream). State: per user, the last ``history_len``
     history items, the last event time/split, and the open val/test trajectory."""
 
     def __init__(self, cfg: ShardsConfig):
@@ -141,6 +143,8 @@ class SampleBuilder:
         self._last: dict = {}      # user -> (ts, split code, traj number)
         self._open: dict = {}      # user -> [kept count, sample if the trajectory ended now]
         self._now = -(2**63)
+        self._due: list = []       # heap of (last event time + gap, user) of val/test events
+        self._split = 0            # split of the last ``advance``
 
     def push(self, user_id, poi_id, ts_ms: int, lat: float, lng: float) -> list[dict]:
         if ts_ms < self._now:
@@ -154,6 +158,8 @@ class SampleBuilder:
             out += self._close(user_id)
             traj = prev[2] + 1 if prev else 0
         self._last[user_id] = (ts_ms, sp, traj)
+        if sp > 0:
+            heapq.heappush(self._due, (ts_ms + self.gap_ms, user_id))  # when ``advance`` may close it
         hist = self._hist.setdefault(user_id, deque(maxlen=self.cfg.history_len))
         if sp == 0:
             if hist:
@@ -169,6 +175,27 @@ class SampleBuilder:
                 o[1] = self._sample(user_id, sp, poi_id, ts_ms, traj, hist)
         hist.append((poi_id, ts_ms, lat, lng, traj))
         return out
+
+    def advance(self, now_ms: int) -> list[dict]:
+        """The stream's event time reached ``now_ms`` (call it before pushing an event of that time):
+        close the open val/test trajectories that no event from now on can continue (last event more
+        than the trajectory gap before ``now_ms``, or in an earlier split) and return their samples. A
+        later ``push`` of that user would close them the same way: ``advance`` changes when a sample
+        comes, never which."""
+        out: list[dict] = []
+        while self._due and self._due[0][0] < now_ms:
+            due, u = heapq.heappop(self._due)
+            if u in self._open and self._last[u][0] + self.gap_ms == due:
+                out += self._close(u)
+        sp = int(split_code(now_ms, self.cfg))
+        if sp != self._split:
+            self._split = sp
+            for u in sorted(u for u in self._open if self._last[u][1] != sp):
+                out += self._close(u)
+        return out
+
+    def __setstate__(self, state: dict) -> None:  # builders pickled before ``advance`` existed
+        self.__dict__.update({"_due": [], "_split": 0, **state})
 
     def flush(self) -> list[dict]:
         """End of the stream: close every open val/test trajectory."""

@@ -27,7 +27,7 @@ def start_ingest(cfg_path, address):
 def test_sigkill_mid_batch_then_restart(fresh_topics_cfg, ray_session, tmp_path):
     cfg = fresh_topics_cfg.model_copy(deep=True)
     cfg.storage.root = str(tmp_path / "state")
-    cfg.ingest.max_records_per_partition = 150  # many small batches, so the kill lands inside one
+    cfg.ingest.max_records_per_partition = 40  # many small batches, so the kill lands inside one
     cfg.ingest.dead_letter_topic = False
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))

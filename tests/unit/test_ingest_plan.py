@@ -36,7 +36,7 @@ def test_decoder_maps_a_batch_and_names_the_failures():
                                       accuracy_m=None, source="gps"))
     batch = {"topic": ["orders"] * 4, "partition": [0] * 4, "offset": [0, 1, 2, 3], "key": [b"u"] * 4,
              "value": [good, bad, b"junk", loc]}
-    out = RecordDecoder({"orders": "Order"})(batch)
+    out = RecordDecoder({"orders": "Order"})(batch).to_pydict()
     assert list(out["schema"]) == ["Order", "", "", ""]
     assert out["reason"][0] == "" and "Order.amount" in out["reason"][1]
     assert out["reason"][2].startswith("decode:") and "expected a Order" in out["reason"][3]
