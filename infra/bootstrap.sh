@@ -22,10 +22,17 @@ deps="$cache/deps-py311-$lock_hash"
 
 if [ ! -f "$deps/.complete" ]; then
   echo "[bootstrap] installing pinned dependencies into $deps (first time only; torch is large)"
-  rm -rf "$deps"
+  rm -rf "$deps" "$deps.tmp"
   mkdir -p "$cache"
-  "$PY" -m venv "$deps"
-  "$deps/bin/python" -m pip install -q --upgrade "pip==25.3" || true
+  # Start from the newest earlier environment when there is one (a lock change usually adds a
+  # few packages): pip then installs only what differs. Otherwise a fresh venv.
+  prev="$(ls -td "$cache"/deps-py311-*/.complete 2>/dev/null | head -n 1 | xargs -r dirname)"
+  if [ -n "$prev" ]; then
+    echo "[bootstrap] starting from $prev"
+    cp -a "$prev" "$deps.tmp" && rm -f "$deps.tmp/.complete" && mv "$deps.tmp" "$deps"
+  else
+    "$PY" -m venv "$deps"
+  fi
   "$deps/bin/python" -m pip install --no-deps --progress-bar off -r requirements.lock
   touch "$deps/.complete"
 fi
