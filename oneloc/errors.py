@@ -35,3 +35,10 @@ class KafkaUnavailable(OneLocError):
     """The Kafka cluster could not be reached or the embedded broker failed to start."""
 
     http_status = 503
+
+
+class StorageError(OneLocError):
+    """A Delta table (or checkpoint store) could not be written: disk full, read-only, bad path.
+    Nothing was committed: the table's version and stored offsets are unchanged."""
+
+    http_status = 503

@@ -26,6 +26,7 @@ import time
 
 import pyarrow as pa
 
+from oneloc.errors import KafkaUnavailable
 from oneloc.streaming.decoder import SCHEMA as DECODED
 from oneloc.streaming.decoder import RecordDecoder
 from oneloc.streaming.ingest_batch import ROLES, BatchWriter
@@ -107,6 +108,14 @@ class IngestJob:
         return {"batch": self.batches, "read": decoded.num_rows, **counts, "lag": self.lag(marks),
                 "read_s": round(t_read, 3), "seconds": round(time.perf_counter() - t0, 3)}
 
+    def reconnect(self) -> None:
+        """A new Kafka consumer (after the broker was unreachable)."""
+        try:
+            self.consumer.close()
+        except Exception:  # the old one may already be broken
+            pass
+        self.consumer = consumer(self.cfg)
+
     def close(self) -> None:
         self.consumer.close()
         if self.writer.producer is not None:
@@ -124,7 +133,18 @@ def ingest(cfg, *, follow: bool = False, max_batches: int = 0, quiet: bool = Fal
     try:
         while stop is None or not stop.is_set():
             start = time.perf_counter()
-            res = job.step()
+            try:
+                res = job.step()
+            except KafkaUnavailable as e:
+                if not follow:
+                    raise
+                # Nothing of this batch was committed (commits come after the read): retry later
+                # with a new consumer; every table resumes from its own stored offsets.
+                log.warning("Kafka unavailable, retrying in %.1fs: %s", cfg.ingest.interval_s, e)
+                job.totals["kafka_retries"] = job.totals.get("kafka_retries", 0) + 1
+                time.sleep(cfg.ingest.interval_s)
+                job.reconnect()
+                continue
             if res is not None and not quiet:
                 print(" ".join(f"{k}={v}" for k, v in res.items()), flush=True)
             if max_batches and job.batches >= max_batches:

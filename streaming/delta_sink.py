@@ -17,11 +17,14 @@ committed skip it, and the others append it: no loss, no duplicate, in every tab
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from oneloc.errors import StorageError
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
 
@@ -44,6 +47,19 @@ def stored_offsets(dt: DeltaTable | None, group: str, partitions: list[tuple[str
         v = dt.transaction_version(app_id(group, topic, part)) if dt is not None else None
         out[(topic, part)] = int(v) if v is not None else 0
     return out
+
+
+@contextmanager
+def _storage_errors(uri: str):
+    """Any failure to write ``uri`` (disk full, read-only, a path below a file, object-store
+    errors) becomes one clear StorageError; Delta commits are atomic, so nothing was committed."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as e:
+        raise StorageError(f"cannot commit to Delta table {uri}: {type(e).__name__}: {e} "
+                           "(nothing was committed; its version and stored offsets are unchanged)") from e
 
 
 def commit_properties(group: str, offsets: Offsets, extra: dict[str, Any] | None = None) -> CommitProperties:
@@ -91,9 +107,10 @@ class DeltaSink:
         moved = self.covers(offsets)
         if not moved:
             return False
-        write_deltalake(self.uri, data, mode=mode, partition_by=partition_by, schema_mode="merge"
-                        if mode == "append" else "overwrite", storage_options=self.storage_options,
-                        commit_properties=commit_properties(self.group, moved, extra))
+        with _storage_errors(self.uri):
+            write_deltalake(self.uri, data, mode=mode, partition_by=partition_by, schema_mode="merge"
+                            if mode == "append" else "overwrite", storage_options=self.storage_options,
+                            commit_properties=commit_properties(self.group, moved, extra))
         self.offsets.update(moved)
         return True
 
@@ -102,15 +119,17 @@ class DeltaSink:
         moved = self.covers(offsets)
         if not moved:
             return False
-        dt = self.table()
+        with _storage_errors(self.uri):
+            dt = self.table()
         if dt is None:
             return self.write(data, offsets)
-        if data.num_rows:
-            (dt.merge(data, f"t.{key} = s.{key}", source_alias="s", target_alias="t",
-                      commit_properties=commit_properties(self.group, moved))
-             .when_matched_update_all().when_not_matched_insert_all().execute())
-        else:
-            write_deltalake(self.uri, data, mode="append", storage_options=self.storage_options,
-                            commit_properties=commit_properties(self.group, moved))
+        with _storage_errors(self.uri):
+            if data.num_rows:
+                (dt.merge(data, f"t.{key} = s.{key}", source_alias="s", target_alias="t",
+                          commit_properties=commit_properties(self.group, moved))
+                 .when_matched_update_all().when_not_matched_insert_all().execute())
+            else:
+                write_deltalake(self.uri, data, mode="append", storage_options=self.storage_options,
+                                commit_properties=commit_properties(self.group, moved))
         self.offsets.update(moved)
         return True

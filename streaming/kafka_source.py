@@ -55,7 +55,10 @@ def partitions(c: Consumer, topics: list[str], timeout_s: float = 10.0) -> list[
 
 def watermarks(c: Consumer, parts: list[tuple[str, int]], timeout_s: float = 10.0) -> Ranges:
     """(topic, partition) -> (low, high): the first offset still stored and the next to be written."""
-    return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=timeout_s) for t, p in parts}
+    try:
+        return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=timeout_s) for t, p in parts}
+    except Exception as e:  # confluent_kafka.KafkaException: broker down, transport failure
+        raise KafkaUnavailable(f"cannot read the end offsets of {len(parts)} partitions: {e}") from e
 
 
 def plan_ranges(starts: Offsets, marks: Ranges, max_per_partition: int, catalog: str = "",
