@@ -26,7 +26,7 @@ from oneloc.evaluation.config import EvalConfig
 from oneloc.infra.kafka.config import KafkaConfig
 from oneloc.model.config import ModelConfig
 from oneloc.paths import state_dir
-from oneloc.ray_jobs.config import RayConfig, RLConfig, TrainConfig
+from oneloc.ray_jobs.config import LoopConfig, RayConfig, RLConfig, TrainConfig
 from oneloc.serving.config import ServeConfig
 from oneloc.streaming.config import IndexConfig, IngestConfig, ReplayConfig, ShardsConfig
 
@@ -71,6 +71,7 @@ class OneLocConfig(Section):
     rl: RLConfig = Field(default_factory=RLConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +116,17 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     if path:
         tree = _deep_merge(tree, _read_yaml(Path(path)))
     for item in overrides or []:
+        _apply_override(tree, item)
+    try:
+        return OneLocConfig.model_validate(tree)
+    except PydanticValidationError as e:
+        raise ConfigError(f"invalid configuration: {e}") from e
+
+
+def with_overrides(cfg: OneLocConfig, overrides: list[str]) -> OneLocConfig:
+    """A copy of ``cfg`` with ``key=value`` overrides applied (validated like a loaded config)."""
+    tree = cfg.model_dump(mode="json")
+    for item in overrides:
         _apply_override(tree, item)
     try:
         return OneLocConfig.model_validate(tree)
