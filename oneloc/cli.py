@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("oneloc.serving.cli", "run the Ray Serve recommendation endpoint"),
     "bench": ("oneloc.benchmarks.cli", "benchmarks: produce | ingest | model | train | serve"),
     "demo": ("oneloc.demo", "the main job: everything on the real NYC data, end to end"),
+    "run": ("oneloc.ray_jobs.loop", "the continuous loop: Kafka, replay, ingest, trainer, gate, Serve"),
+    "status": ("oneloc.status", "what each part is doing: Kafka, ingest lag, tables, loop, Serve, model"),
 }
 
 

@@ -67,3 +67,34 @@ class RLConfig(Section):
     warmup_steps: int = 20
     patience: int = 1
     run_name: str = "oneloc-rl"
+
+
+class LoopConfig(Section):
+    """The continuous loop (`oneloc run`, ray_jobs/loop.py): when to train (a data threshold, or a schedule),
+    how much (a few steps from the serving model on the newest samples), and when to promote (the gate:
+    candidate[gate_metric] >= serving[gate_metric] - gate_tolerance, on a fixed validation subset)."""
+
+    min_new_samples: int = Field(default=2000, description="new training samples since the last model that "
+                                                           "start a cycle (also the first model's minimum)")
+    interval_s: float = Field(default=600.0, description="also start a cycle this long after the last one if "
+                                                         "any new sample arrived (0 = data threshold only)")
+    poll_s: float = Field(default=5.0, description="how often the loop looks at the samples table")
+    first_train_steps: int = Field(default=0, description="steps of the first model (0 = the train section's "
+                                                          "epochs and max_steps)")
+    train_steps: int = Field(default=200, description="optimizer steps of a continuation cycle")
+    warmup_steps: int = Field(default=10, description="LR warm-up of a continuation cycle")
+    window: int = Field(default=20000, description="a cycle trains on the newest N training samples (0 = all)")
+    rl: bool = Field(default=True, description="run DPO post-training on each candidate")
+    rl_steps: int = 20
+    val_samples: int = Field(default=500, description="the fixed validation subset: N samples spread evenly "
+                                                      "over the bundled dataset's validation split")
+    gate_metric: str = "acc@10"
+    gate_tolerance: float = Field(default=0.005, description="absolute: a candidate may be this much worse")
+    keep_serving: int = Field(default=3, description="checkpoints kept in the serving folder")
+    rollout_timeout_s: float = Field(default=60.0, description="wait this long for Serve to report a promoted "
+                                                               "model's version")
+    ray_cpus: int = Field(default=4, description="logical CPUs of the local Ray cluster (ingest, Serve and "
+                                                 "the trainer share them; ray.num_cpus wins when set)")
+    replay: bool = Field(default=False, description="run a replay producer (the replay section's limit and "
+                                                    "speed) beside the loop")
+    run_name: str = "oneloc-loop"

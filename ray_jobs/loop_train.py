@@ -1,0 +1,119 @@
+"""The training side of one loop cycle, on the public functions of ray_jobs/train.py and ray_jobs/rl.py:
+
+    val = validation_subset(cfg)                      # fixed: the same rows every cycle
+    n = train_samples(cfg)                            # training samples in the Delta "samples" table now
+    s = first_model(cfg, val)                         # no model yet: pre-train (tokenizer fitted here)
+    s = continue_model(cfg, "/state/loop/serving/model-c0002.pt", val)   # a few steps on the newest samples
+    s = rl_model(cfg, s["best_checkpoint"], val)      # DPO on top (loop.rl)
+    m = evaluate(cfg, path, val)                      # the same validate() the training loop reports
+
+Every summary is ray_jobs/train.py ``launch``'s: ``best_checkpoint`` (a model.pt) and ``best_metrics``
+(validate() on ``val``: acc@1/5/10, mrr@10, dist@10, gmv@10). A continuation keeps the starting model's
+tokenizer, so samples whose target POI it does not know are left out (new POIs wait for a full retrain).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def validation_subset(cfg) -> pd.DataFrame:
+    """``loop.val_samples`` samples spread evenly over the bundled dataset's validation split (fixed)."""
+    from oneloc.ray_jobs.data import prepare
+
+    val = prepare(cfg, source="dataset").val
+    n = min(cfg.loop.val_samples or len(val), len(val))
+    return val.iloc[np.linspace(0, len(val) - 1, n).astype(int)].reset_index(drop=True)
+
+
+def train_samples(cfg) -> int:
+    """Rows of the "train" split of the Delta samples table (0 when there is no table yet)."""
+    import pyarrow.dataset as pds
+
+    from oneloc.streaming.delta_sink import open_table
+
+    dt = open_table(cfg.storage.table("samples"), cfg.storage.storage_options)
+    return 0 if dt is None else dt.to_pyarrow_dataset().count_rows(filter=pds.field("split") == "train")
+
+
+def cycle_config(cfg, steps: int, val_rows: int):
+    """``cfg`` for a loop run: one epoch of at most ``steps`` steps (0: the train section's own), short
+    warm-up, validation on all of the fixed subset, run names of the loop, no per-step lines."""
+    train = {"run_name": cfg.loop.run_name, "val_samples": val_rows, "log_every": 0}
+    if steps:
+        warmup = min(cfg.train.warmup_steps, cfg.loop.warmup_steps)
+        train |= {"epochs": 1, "max_steps": steps, "warmup_steps": warmup}
+    rl = {"run_name": f"{cfg.loop.run_name}-rl", "epochs": 1, "max_steps": cfg.loop.rl_steps,
+          "warmup_steps": min(cfg.rl.warmup_steps, cfg.loop.warmup_steps)}
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=train),
+                                  "rl": cfg.rl.model_copy(update=rl)})
+
+
+def first_model(cfg, val: pd.DataFrame) -> dict:
+    """Pre-train on the Delta samples (ray_jobs/train.py ``train``); the tokenizer is fitted on them."""
+    from oneloc.ray_jobs.data import prepare
+    from oneloc.ray_jobs.train import train
+
+    data = prepare(cfg, source="delta")
+    data.val = val
+    return train(cycle_config(cfg, cfg.loop.first_train_steps, len(val)), data=data)
+
+
+def known_targets(train: pd.DataFrame, tok) -> pd.DataFrame:
+    """The samples whose target POI the tokenizer knows."""
+    known = np.array([tok.index_of(p) > 0 for p in train["target_poi"].tolist()], bool)
+    return train[known].reset_index(drop=True)
+
+
+def continue_model(cfg, start: str, val: pd.DataFrame) -> dict:
+    """``loop.train_steps`` steps from the weights (and tokenizer) of ``start`` on the newest
+    ``loop.window`` training samples, on Ray Train."""
+    from oneloc.model.checkpoint import load_checkpoint
+    from oneloc.ray_jobs.data import item_spend, latest, prepare
+    from oneloc.ray_jobs.train import launch, train_dataset
+    from oneloc.ray_jobs.train_loop import loop_config
+    from oneloc.streaming.dataset import load_pois
+
+    c = cycle_config(cfg, cfg.loop.train_steps, len(val))
+    model, tok, model_cfg, _ = load_checkpoint(start)
+    data = prepare(cfg, source="delta")
+    data.train = latest(known_targets(data.train, tok), cfg.loop.window)
+    data.delta_uri = ""                                  # Ray Data reads this window, not the whole table
+    log.info("continue from %s on %d samples (%s)", start, len(data.train), data.data_version)
+    reports = cfg.storage.path(cfg.storage.reports)
+    loop_cfg = loop_config(c, tok, model_cfg, val, item_spend(tok, load_pois()), len(data.train), "train",
+                           data.data_version, model.state_dict(),
+                           None if "://" in reports else f"{reports}/{c.train.run_name}")
+    return launch(c, loop_cfg, train_dataset(c, data, c.train.seed), c.train.run_name, resume=False)
+
+
+def rl_model(cfg, start: str, val: pd.DataFrame) -> dict:
+    """``loop.rl_steps`` DPO steps from ``start`` (ray_jobs/rl.py ``post_train``) on the newest samples."""
+    from oneloc.model.checkpoint import load_checkpoint
+    from oneloc.ray_jobs.data import prepare
+    from oneloc.ray_jobs.rl import post_train
+
+    data = prepare(cfg, source="delta")
+    data.train, data.val = known_targets(data.train, load_checkpoint(start)[1]), val
+    return post_train(cycle_config(cfg, cfg.loop.train_steps, len(val)), checkpoint=start, data=data)
+
+
+def evaluate(cfg, path: str, val: pd.DataFrame) -> dict:
+    """validate() of the model at ``path`` on ``val`` in this process (a model the loop has no metrics of)."""
+    import torch
+
+    from oneloc.model.checkpoint import load_checkpoint
+    from oneloc.ray_jobs.data import context_of, item_spend
+    from oneloc.ray_jobs.validate import validate
+    from oneloc.streaming.dataset import load_pois
+
+    model, tok, _, extra = load_checkpoint(path)
+    context = context_of(tok, extra.get("context", cfg.train.context), cfg)
+    torch.set_num_threads(max(1, cfg.train.torch_threads))
+    return validate(model, val, tok, context, item_spend(tok, load_pois()), max_len=model.cfg.max_history,
+                    beam=cfg.train.val_beam, device="cpu")
