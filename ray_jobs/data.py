@@ -125,6 +125,16 @@ def read_delta_split(uri: str, version: int, split: str, storage_options: dict |
     return dt.to_pandas(filters=[("split", "=", split)])
 
 
+def _dataset_samples(cfg, *splits: str) -> list[pd.DataFrame]:
+    """Splits of the samples built from the bundled dataset (streaming/samples.py), leak-checked."""
+    from oneloc.streaming.dataset import load_checkins
+    from oneloc.streaming.samples import assert_no_leak, build_samples
+
+    s = build_samples(load_checkins(cfg.replay.dataset), cfg.shards)
+    assert_no_leak(s, cfg.shards)
+    return [s[s["split"] == x].reset_index(drop=True) for x in splits]
+
+
 def prepare(cfg, source: str | None = None) -> TrainData:
     """Training and validation samples from the configured source, leak-checked where built here."""
     source = source or cfg.train.source
@@ -137,14 +147,11 @@ def prepare(cfg, source: str | None = None) -> TrainData:
         so = cfg.storage.storage_options
         train, val = (read_delta_split(uri, version, s, so) for s in ("train", "val"))
         data = TrainData(train, val, f"delta:{uri}@{version}", uri, version)
+        if len(val) == 0:  # the stream has not reached the validation period yet
+            (data.val,) = _dataset_samples(cfg, "val")
+            log.info("the Delta samples hold no validation split yet: validating on the bundled dataset's")
     else:
-        from oneloc.streaming.dataset import load_checkins
-        from oneloc.streaming.samples import assert_no_leak, build_samples
-
-        s = build_samples(load_checkins(cfg.replay.dataset), cfg.shards)
-        assert_no_leak(s, cfg.shards)
-        train, val = (s[s["split"] == x].reset_index(drop=True) for x in ("train", "val"))
-        data = TrainData(train, val, f"dataset:{cfg.replay.dataset}")
+        data = TrainData(*_dataset_samples(cfg, "train", "val"), f"dataset:{cfg.replay.dataset}")
     if cfg.train.min_n_in_traj:
         data.train = data.train[data.train["n_in_traj"] >= cfg.train.min_n_in_traj].reset_index(drop=True)
     log.info("samples: %d train, %d val (%s)", len(data.train), len(data.val), data.data_version)
