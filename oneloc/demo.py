@@ -30,9 +30,12 @@ from pathlib import Path
 from oneloc.config import OneLocConfig, with_overrides
 from oneloc.errors import OneLocError
 
+# Both modes: DPO's weight. The paper's lambda = 0.05 barely moves a model of this size (measured:
+# dist@10 4.95 -> 4.95 km, GMV@10 21.3 -> 21.0 on validation); lambda = 1 gives the trade-off.
+DEMO = ["rl.dpo_lambda=1.0"]
 # Quick mode: the same stages with small budgets (overrides of the one config).
 QUICK = [
-    "train.epochs=1", "train.max_steps=250", "train.val_samples=300", "train.warmup_steps=50",
+    "train.epochs=1", "train.max_steps=600", "train.val_samples=300", "train.warmup_steps=50",
     "rl.samples=3000", "rl.max_steps=40", "eval.baselines=[most-popular,nearest-popular,user-history,markov,blend]",
     "loop.min_new_samples=500", "loop.train_steps=40", "loop.rl=false", "loop.val_samples=300",
     "loop.interval_s=0",
@@ -246,8 +249,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
-    if not args.full:
-        cfg = with_overrides(cfg, QUICK)
+    cfg = with_overrides(cfg, DEMO + ([] if args.full else QUICK))
     state: dict = {}
     wanted = {s.strip() for s in args.stages.split(",") if s.strip()}
     stages = [(t, f) for t, f in STAGES if not wanted or t.split(":")[0] in wanted]
