@@ -28,6 +28,7 @@ from typing import NamedTuple
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
 
 from oneloc.serving.api import RequestError, error_response, parse_request, read_limited
 from oneloc.serving.metrics import ServeMetrics
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 api = FastAPI(title="OneLoc recommendations", version="1",
               description="Geo-aware generative recommendations of nearby POIs (OneLoc on Ray Serve).")
 ERRORS = {s: {"model": ErrorBody} for s in (400, 413, 422, 503)}
+REPLICA_RETRIES = 2  # a recommendation is read-only: one whose model replica died is sent to another
 REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": RecommendationRequest.model_json_schema()}}}}
 
@@ -164,7 +166,7 @@ class Ingress:
         t0 = time.perf_counter()
         try:
             body = await read_limited(request.stream(), request.headers.get("content-length"), self.limit)
-            answer = await self.model.recommend.remote(parse_request(body))
+            answer = await self._recommend(parse_request(body))
         except RequestError as e:
             self.metrics.observe(e.status, time.perf_counter() - t0, error_kind=f"{e.status}:{e.field}")
             return error_response(e)
@@ -176,6 +178,18 @@ class Ingress:
         self.metrics.observe(answer.status, time.perf_counter() - t0, answer.batch_size, answer.version,
                              answer.batch_seconds, "" if answer.status == 200 else f"{answer.status}:{answer.field}")
         return Response(answer.body, status_code=answer.status, media_type="application/json")
+
+    async def _recommend(self, req: RecommendationRequest) -> Answer:
+        """The model's answer; a request in flight on a replica that dies (its whole batch fails with
+        ActorDiedError) is retried: Serve has by then taken the dead replica out of its routing."""
+        for attempt in range(REPLICA_RETRIES + 1):
+            try:
+                return await self.model.recommend.remote(req)
+            except RayActorError as e:
+                if attempt == REPLICA_RETRIES:
+                    raise
+                log.warning("model replica lost (%s); retrying the request on another", type(e).__name__)
+                self.metrics.observe_retry()
 
     @api.get("/v1/health", response_model=Health, summary="liveness")
     async def health(self):

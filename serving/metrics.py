@@ -33,6 +33,8 @@ class ServeMetrics:
         self.rollouts = Gauge("oneloc_checkpoint_rollouts", "checkpoints a model replica loaded", registry=r)
         self.users = Gauge("oneloc_live_users", "users with live history in a model replica", registry=r)
         self.orders = Gauge("oneloc_orders_applied", "orders applied to a replica's live state", registry=r)
+        self.retries = Counter("oneloc_replica_retries", "requests retried because their model replica died",
+                               registry=r)
         self._last_version = ""
 
     def observe(self, status: int, seconds: float, batch_size: int = 0, version: str = "",
@@ -49,6 +51,9 @@ class ServeMetrics:
                 self.version.remove(self._last_version)
             self.version.labels(version).set(1)
             self._last_version = version
+
+    def observe_retry(self) -> None:
+        self.retries.inc()
 
     def set_model(self, status: dict) -> None:
         self.refused.set(status.get("refused", 0))
