@@ -24,7 +24,6 @@ class IngestConfig(Section):
     read_timeout_s: float = Field(default=60.0, description="a Kafka read task gives up after this long")
     read_tasks: int = Field(default=2, description="Kafka read tasks (one consumer each) per micro-batch")
     read_num_cpus: float = Field(default=0.5, description="Ray CPUs per read task (decode runs fused in it)")
-    decode_num_cpus: float = Field(default=0.5, description="unused: decode is fused into the read task")
     dead_letter_topic: bool = Field(default=True, description="also send dead letters to their topic")
     shards: bool = Field(default=True, description="build the training-sample shards in the batch")
 
