@@ -110,33 +110,16 @@ def _stage_rl(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> None:
 
 
 def _stage_evaluate(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> None:
-    from oneloc.evaluation.baselines import make_baseline
-    from oneloc.evaluation.oneloc_ranker import OneLocRanker
-    from oneloc.evaluation.protocol import prepare, run_rankers
-    from oneloc.evaluation.report import markdown_table, write_report
-    from oneloc.evaluation.sasrec import SASRec
-    from oneloc.streaming.dataset import load_checkins
+    from oneloc.ray_jobs.evaluate import evaluate
 
-    data = prepare(load_checkins(cfg.replay.dataset), cfg.shards)
-    rankers = {n: SASRec(epochs=cfg.eval.sasrec_epochs, seed=cfg.eval.sasrec_seed) if n == "sasrec"
-               else make_baseline(n) for n in cfg.eval.baselines}
     models = {"oneloc": state["rl"]["best_checkpoint"], "oneloc (no RL)": state["train"]["best_checkpoint"]}
-    for name, path in models.items():
-        rankers[name] = OneLocRanker.from_checkpoint(path, max_k=cfg.eval.oneloc_max_k)
-    results = run_rankers(rankers, data, cfg.eval)
-    kinds = {n: "oneloc" for n in models}
     out = Path(cfg.storage.path(cfg.storage.reports)) / "demo" / "eval.json"
-    state["eval"] = {"paths": write_report(results, out, summary=data.summary(), kinds=kinds),
-                     "table": markdown_table(results, "test", kinds), "results": results}
+    state["eval"] = evaluate(cfg, list(cfg.eval.baselines), models, str(out))
     print(state["eval"]["table"])
 
 
-def _requests(cfg: OneLocConfig, n: int = 3) -> list[dict]:
+def _requests(test, n: int = 3) -> list[dict]:
     """Sample requests: users of the test split at their last known location (before their last check-in)."""
-    from oneloc.evaluation.protocol import prepare
-    from oneloc.streaming.dataset import load_checkins
-
-    test = prepare(load_checkins(cfg.replay.dataset), cfg.shards).test
     rows = test.drop_duplicates("user_id").iloc[:: max(1, len(test) // (n * 3))].iloc[:n]
     return [{"user_id": str(r.user_id), "lat": float(r.last_lat), "lng": float(r.last_lng), "k": 10}
             for r in rows.itertuples()]
@@ -154,7 +137,7 @@ def _stage_serve(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> No
     url = start(cfg, state["rl"]["best_checkpoint"])
     shown = []
     try:
-        for req in _requests(cfg):
+        for req in _requests(state["eval"]["data"].test):
             t0 = time.perf_counter()
             resp = httpx.post(f"{url}/v1/recommendations", json=req, timeout=30).json()
             ms = (time.perf_counter() - t0) * 1000

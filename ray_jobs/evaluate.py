@@ -43,27 +43,34 @@ def _baseline_names(arg: str, default: tuple[str, ...]) -> list[str]:
     return names
 
 
-def run(cfg, args: argparse.Namespace) -> int:
+def evaluate(cfg, baselines: list[str], checkpoints: dict[str, str], out: str, data=None) -> dict:
+    """Baselines and OneLoc checkpoints (name -> path) in one harness on the GETNext split; writes the
+    report (<out>.json/.md/.png). Returns {"paths", "table" (test Markdown), "results", "data"}."""
     from oneloc.evaluation.baselines import make_baseline
     from oneloc.evaluation.protocol import prepare, run_rankers
     from oneloc.evaluation.report import markdown_table, write_report
     from oneloc.evaluation.sasrec import SASRec
     from oneloc.streaming.dataset import load_checkins
 
-    data = prepare(load_checkins(cfg.replay.dataset), cfg.shards)
+    data = data if data is not None else prepare(load_checkins(cfg.replay.dataset), cfg.shards)
     log.info("samples: %s", data.summary())
-    baselines = {}
-    for n in _baseline_names(args.baselines, cfg.eval.baselines):
-        baselines[n] = (SASRec(epochs=cfg.eval.sasrec_epochs, seed=cfg.eval.sasrec_seed)
-                        if n == "sasrec" else make_baseline(n))
-    results = run_rankers(baselines, data, cfg.eval)
-    models = {}
+    rankers = {n: SASRec(epochs=cfg.eval.sasrec_epochs, seed=cfg.eval.sasrec_seed) if n == "sasrec"
+               else make_baseline(n) for n in baselines}
+    rankers |= {name: oneloc_ranker(path, cfg) for name, path in checkpoints.items()}
+    results = run_rankers(rankers, data, cfg.eval)  # OneLoc's fit only notes popularity (backfill)
+    kinds = {n: "oneloc" for n in checkpoints}
+    return {"paths": write_report(results, out, summary=data.summary(), kinds=kinds),
+            "table": markdown_table(results, "test", kinds), "results": results, "data": data}
+
+
+def run(cfg, args: argparse.Namespace) -> int:
+    checkpoints = {}
     for item in args.checkpoint:
         name, _, path = item.rpartition("=")
-        models[name or "oneloc"] = oneloc_ranker(path, cfg)
-    results |= run_rankers(models, data, cfg.eval, fit=True)  # OneLoc's fit only notes popularity
+        checkpoints[name or "oneloc"] = path
     out = args.out or f"{cfg.storage.path(cfg.storage.reports)}/{cfg.eval.report_name}.json"
-    paths = write_report(results, out, summary=data.summary(), kinds={n: "oneloc" for n in models})
-    print(markdown_table(results, "test", {n: "oneloc" for n in models}))
+    report = evaluate(cfg, _baseline_names(args.baselines, cfg.eval.baselines), checkpoints, out)
+    print(report["table"])
+    paths = report["paths"]
     print(f"\nreport: {paths['json']}, {paths['markdown']}, {paths['png']}")
     return 0
