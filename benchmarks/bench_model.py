@@ -12,7 +12,6 @@ collisions. The in-run baseline is the same model at batch size 1 (``speedup_vs_
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -21,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from oneloc.benchmarks._emit import emit
 from oneloc.model.batch import make_batch
 from oneloc.model.beam_search import beam_search
 from oneloc.model.config import ModelConfig
@@ -134,11 +134,7 @@ def main() -> None:
     p.add_argument("--nyc", action="store_true", help="also fit and report the real NYC tokenizer")
     p.add_argument("--out", default="")
     args = p.parse_args()
-    text = json.dumps(run(None, args), indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(run(None, args), args.out)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ positions: B * (T + L) per step, T = 50 history events, L = 4 code levels.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 
 import numpy as np
 import torch
+
+from oneloc.benchmarks._emit import emit
 
 H100_BF16_TFLOPS = 989.0
 
@@ -141,12 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--out", default="")
     a = p.parse_args(argv)
-    res = run(load_config(), a)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    emit(run(load_config(), a), a.out)
     return 0
 
 

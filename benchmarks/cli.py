@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 
+from oneloc.benchmarks._emit import emit
 from oneloc.config import OneLocConfig
 
 BENCHMARKS = ("produce", "ingest", "model", "train", "serve")
@@ -31,10 +31,5 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
             ensure_running(cfg)
         apply_topics(cfg)
     module = importlib.import_module(f"oneloc.benchmarks.bench_{args.which}")
-    result = module.run(cfg, args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(module.run(cfg, args), args.out)
     return 0
