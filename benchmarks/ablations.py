@@ -2,10 +2,10 @@
 
     python -m oneloc.benchmarks.ablations --device cuda --epochs 8 --out /tmp/abl
 
-One process per variant (full, no-geo-ids, no-attn-bias, no-gate, no-prompt), all on the same
+One process per variant (full, no-geo-ids, no-attn-bias, no-gate, no-prompt, no-copy), all on the same
 device at once (a model this small leaves the GPU mostly idle), each the plain training loop
 (ray_jobs/train_loop.py) on the bundled dataset's training samples with the same budget and
-seed. Model selection on validation only: each variant's best epoch by validation acc@10 is
+seed. Model selection on validation only: each variant's best epoch by validation ``--metric`` is
 copied to ``<out>/<variant>.pt``, and ``<out>/ablations.json`` lists the validation metrics.
 Evaluate the copies on the test split with ``oneloc evaluate --checkpoint name=path ...``.
 """
@@ -26,10 +26,11 @@ VARIANTS = {
     "no-attn-bias": ["model.attn_bias=false"],
     "no-gate": ["model.gate=false"],
     "no-prompt": ["model.prompt=false"],
+    "no-copy": ["model.copy_head=false"],
 }
 
 
-def best_epoch(log: Path, metric: str = "acc@10") -> dict:
+def best_epoch(log: Path, metric: str = "mrr@10") -> dict:
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if metric in r]
     return max(rows, key=lambda r: (r[metric], -r["epoch"]))
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--metric", default="mrr@10", help="validation metric that picks each variant's epoch")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc != 0 or not logs:
             summary[name] = {"error": f"exit {rc}", "log_tail": (d / "stdout.log").read_text()[-2000:]}
             continue
-        best = best_epoch(logs[0])
+        best = best_epoch(logs[0], a.metric)
         shutil.copy(d / f"checkpoint_epoch{best['epoch']:04d}" / "model.pt", out / f"{name}.pt")
         summary[name] = {k: v for k, v in best.items() if k != "checkpoint"}
         print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in best.items()

@@ -18,14 +18,14 @@ from oneloc.model.trie import Trie
 @torch.no_grad()
 def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None) -> tuple[torch.Tensor, ...]:
     beam = max(beam or 2 * k, k)
-    memory, mem_mask = model.encode(batch)                                      # (B, M, d), (B, M)
-    B, dev = memory.size(0), memory.device
+    memory = model.encode(batch)                                                # Memory of B requests
+    B, dev = memory.states.size(0), memory.states.device
     nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)                     # (B, W) trie node per beam
     scores = torch.zeros(B, 1, device=dev)                                      # (B, W) log p so far
     prefix = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)                 # (B, W, l) codes so far
     for level in range(trie.depth):
         W = nodes.size(1)
-        logp = model.next_logprobs(memory, mem_mask, prefix.view(B * W, level)).view(B, W, -1)  # (B, W, K)
+        logp = model.next_logprobs(memory, prefix.view(B * W, level)).view(B, W, -1)  # (B, W, K)
         K = logp.size(-1)
         valid = trie.valid[level][nodes]                                        # (B, W, K)
         cand = (scores[..., None] + logp).masked_fill(~valid, float("-inf"))

@@ -2,7 +2,8 @@
 (attention bias, location gate, neighbor prompt) each present only when its switch is on.
 
     model = build_model(cfg.model, tokenizer)
-    loss = model(batch)                               # next-token CE over the target's codes
+    loss = model(batch)                               # next-token NLL over the target's codes
+    memory = model.encode(batch)                      # Memory: what the decoder reads (shapes below)
     logp = model.sequence_logprob(batch, codes)       # (B,) log p(codes | user), e.g. for DPO
     items, scores = beam_search(model, batch, trie, k=10)   # (see beam_search.py)
 
@@ -11,6 +12,8 @@ The batch is the dict of tensors built by ``batch.make_batch`` (shapes there).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -18,11 +21,26 @@ import torch.nn.functional as F
 
 from oneloc.model.attention import GeoBias
 from oneloc.model.config import ModelConfig
+from oneloc.model.copy import HistoryCopy
 from oneloc.model.decoder import Decoder
 from oneloc.model.embed import CodeEmbedding, EventEmbedding, LocationEmbedding
 from oneloc.model.encoder import Encoder
 from oneloc.model.gate import LocationGate
 from oneloc.model.prompt import NeighborPrompt
+
+
+class Memory(NamedTuple):
+    """The encoded request: the decoder cross-attends to ``states``; the copy head points at ``events``."""
+
+    states: torch.Tensor          # (B, M, d) [memory token ; encoder outputs ; prompt tokens]
+    mask: torch.Tensor            # (B, M)    True = attendable
+    events: torch.Tensor          # (B, T, d) encoder outputs of the history events
+    event_codes: torch.Tensor     # (B, T, L) semantic IDs of the history items
+    event_mask: torch.Tensor      # (B, T)    True = a real event of a known item
+
+    def repeat(self, n: int) -> Memory:
+        """Each request n times over (rows r, then r again ...): for n candidate sets scored at once."""
+        return Memory(*(t.repeat(n, *([1] * (t.dim() - 1))) for t in self))
 
 
 class OneLoc(nn.Module):
@@ -45,14 +63,16 @@ class OneLoc(nn.Module):
         self.gate = LocationGate(d) if cfg.gate else None
         self.prompt = (NeighborPrompt(cfg.ctx_dim, d, nh, cfg.prompt_tokens, d_ff, cfg.dropout)
                        if cfg.prompt else None)
+        self.copy = HistoryCopy(d) if cfg.copy_head else None
 
     @property
     def num_levels(self) -> int:
         return len(self.codebook_sizes)
 
-    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> memory (B, M, d) and its mask (B, M), M = 1 + T (+ P with the prompt)."""
-        items = self.codes(self.item_codes[batch["hist_items"]]).sum(-2)          # (B, T, d)
+    def encode(self, batch: dict) -> Memory:
+        """-> the Memory of the batch, M = 1 + T (+ P with the prompt)."""
+        event_codes = self.item_codes[batch["hist_items"]]                        # (B, T, L)
+        items = self.codes(event_codes).sum(-2)                                   # (B, T, d)
         mask = batch["hist_mask"]                                                 # (B, T)
         x = self.drop(items + self.loc(batch["hist_loc"]) + self.event(batch["hist_how"], batch["hist_gap"]))
         user = self.loc(batch["user_loc"])                                        # (B, d)
@@ -65,46 +85,56 @@ class OneLoc(nn.Module):
             p = self.prompt(user, batch["nbr_ctx"])                               # (B, P, d)
             parts.append(p.to(h.dtype))
             masks.append(mask.new_ones(B, p.size(1)))
-        return torch.cat(parts, 1), torch.cat(masks, 1)
+        return Memory(torch.cat(parts, 1), torch.cat(masks, 1), h, event_codes, mask)
 
-    def level_logits(self, memory, mem_mask, codes) -> list[torch.Tensor]:
-        """Teacher forcing: codes (B * G, L) -> per level l, logits (B * G, K_l) of code l given codes < l
+    def _logprobs(self, memory: Memory, hidden, levels: list[int], codes) -> list[torch.Tensor]:
+        """Decoder states (B * G, n, d) predicting ``levels`` -> their (B * G, K_l) log-probs (float32),
+        the copy head mixed in when present; ``codes`` (B * G, m) the codes before them."""
+        logp = [F.log_softmax(self.decoder.logits(hidden[:, i], lv).float(), -1) for i, lv in enumerate(levels)]
+        if self.copy is None:
+            return logp
+        return self.copy(logp, hidden, levels, codes, memory.events, memory.event_codes, memory.event_mask)
+
+    def level_logprobs(self, memory: Memory, codes) -> list[torch.Tensor]:
+        """Teacher forcing: codes (B * G, L) -> per level l, log-probs (B * G, K_l) of code l given codes < l
         (G sequences per memory row, grouped by request)."""
-        hidden = self.decoder(self.codes(codes[:, :-1]), memory, mem_mask)        # (B, L, d)
-        return [self.decoder.logits(hidden[:, lv], lv).float() for lv in range(self.num_levels)]
+        hidden = self.decoder(self.codes(codes[:, :-1]), memory.states, memory.mask)   # (B * G, L, d)
+        return self._logprobs(memory, hidden, list(range(self.num_levels)), codes)
 
-    def next_logprobs(self, memory, mem_mask, prefix) -> torch.Tensor:
+    def next_logprobs(self, memory: Memory, prefix) -> torch.Tensor:
         """prefix (B * G, l) codes so far -> (B * G, K_l) log-probabilities of code l (float32)."""
-        hidden = self.decoder(self.codes(prefix), memory, mem_mask)               # (B, l + 1, d)
-        return F.log_softmax(self.decoder.logits(hidden[:, -1], prefix.size(1)).float(), dim=-1)
+        hidden = self.decoder(self.codes(prefix), memory.states, memory.mask)        # (B * G, l + 1, d)
+        return self._logprobs(memory, hidden[:, -1:], [prefix.size(1)], prefix)[0]
+
+    def nll(self, memory: Memory, codes) -> torch.Tensor:
+        """Mean next-token negative log-likelihood over the levels of codes (B, L)."""
+        logp = self.level_logprobs(memory, codes)
+        return torch.stack([F.nll_loss(lp, codes[:, lv]) for lv, lp in enumerate(logp)]).mean()
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Mean next-token cross-entropy over the levels of ``batch['target_codes']`` (B, L)."""
-        memory, mem_mask = self.encode(batch)
-        codes = batch["target_codes"]
-        logits = self.level_logits(memory, mem_mask, codes)
-        return torch.stack([F.cross_entropy(lg, codes[:, lv]) for lv, lg in enumerate(logits)]).mean()
+        """Mean next-token NLL over the levels of ``batch['target_codes']`` (B, L)."""
+        return self.nll(self.encode(batch), batch["target_codes"])
 
-    def sequence_logprob(self, batch: dict, codes: torch.Tensor, memory=None) -> torch.Tensor:
+    def sequence_logprob(self, batch: dict, codes: torch.Tensor, memory: Memory | None = None) -> torch.Tensor:
         """log p(codes | user) summed over levels: codes (B * G, L) -> (B * G,); ``memory`` = encode(batch)."""
-        memory, mem_mask = memory if memory is not None else self.encode(batch)
-        logits = self.level_logits(memory, mem_mask, codes)
-        return sum(F.log_softmax(lg, -1).gather(1, codes[:, lv, None]).squeeze(1) for lv, lg in enumerate(logits))
+        memory = memory if memory is not None else self.encode(batch)
+        logp = self.level_logprobs(memory, codes)
+        return sum(lp.gather(1, codes[:, lv, None]).squeeze(1) for lv, lp in enumerate(logp))
 
     @torch.no_grad()
     def score_items(self, batch: dict, items: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
         """Exhaustive scoring: log p(item | user) for items (M,) item indices (default: all 1..N) ->
         (B, M). Costs B * M decoder passes; for evaluation and tests, beam search is the fast path."""
-        memory, mem_mask = self.encode(batch)
+        memory = self.encode(batch)
         if items is None:
-            items = torch.arange(1, self.item_codes.size(0), device=memory.device)
-        B, M = memory.size(0), items.numel()
+            items = torch.arange(1, self.item_codes.size(0), device=memory.states.device)
+        B, M = memory.states.size(0), items.numel()
         out = []
         for start in range(0, M, max(1, chunk // B)):
             it = items[start:start + max(1, chunk // B)]
             m = it.numel()
             codes = self.item_codes[it].repeat(B, 1)                              # (B * m, L)
-            out.append(self.sequence_logprob(None, codes, (memory, mem_mask)).view(B, m))
+            out.append(self.sequence_logprob(None, codes, memory).view(B, m))
         return torch.cat(out, 1)
 
 

@@ -38,7 +38,7 @@ class TrainConfig(Section):
     grad_clip: float = 1.0
     val_samples: int = Field(default=1000, description="validation samples scored each epoch (beam search)")
     val_beam: int = 20
-    early_stop_metric: str = "acc@10"
+    early_stop_metric: str = "mrr@10"
     patience: int = Field(default=2, description="epochs without improvement before stopping")
     shuffle_buffer: int = Field(default=4096, description="Ray Data local shuffle buffer (rows)")
     keep_checkpoints: int = Field(default=0, description="checkpoints Ray keeps (0 = all)")

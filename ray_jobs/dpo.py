@@ -35,18 +35,11 @@ class DPOObjective(nn.Module):
     def forward(self, batch, chosen, rejected, ref_chosen, ref_rejected, keep):
         """chosen / rejected (B, L) codes; ref_* (B,) reference log-probs; keep (B,) bool."""
         memory = self.policy.encode(batch)
-        codes = batch["target_codes"]                                           # (B, L)
-        logits = self.policy.level_logits(*memory, codes)
-        ntp = torch.stack([F.cross_entropy(lg, codes[:, lv]) for lv, lg in enumerate(logits)]).mean()
-        B = codes.size(0)
-        lp = self.policy.sequence_logprob(None, torch.cat([chosen, rejected]), _repeat(memory, 2))  # (2B,)
+        ntp = self.policy.nll(memory, batch["target_codes"])
+        B = chosen.size(0)
+        lp = self.policy.sequence_logprob(None, torch.cat([chosen, rejected]), memory.repeat(2))  # (2B,)
         dpo = dpo_loss(lp[:B], lp[B:], ref_chosen, ref_rejected, self.beta, keep)
         return ntp + self.lam * dpo, ntp.detach(), dpo.detach()
-
-
-def _repeat(memory, n: int):
-    mem, mask = memory
-    return mem.repeat(n, 1, 1), mask.repeat(n, 1)
 
 
 class PairBuilder:
@@ -81,7 +74,7 @@ class PairBuilder:
         rejected = torch.as_tensor(safe[rows, ri], device=dev)
         codes_c, codes_r = policy.item_codes[chosen], policy.item_codes[rejected]   # (B, L)
         with torch.no_grad():
-            ref = reference.sequence_logprob(batch, torch.cat([codes_c, codes_r]), _repeat(reference.encode(batch), 2))
+            ref = reference.sequence_logprob(batch, torch.cat([codes_c, codes_r]), reference.encode(batch).repeat(2))
         B = len(it)
         return {"chosen": codes_c, "rejected": codes_r, "ref_chosen": ref[:B].float(),
                 "ref_rejected": ref[B:].float(), "keep": torch.as_tensor(keep, device=dev),

@@ -58,18 +58,19 @@ def test_forward_loss_and_gradients():
     assert loss.shape == () and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
-    memory, mask = model.encode(b)
-    assert memory.shape == (4, 1 + 8 + 4, 32) and mask.shape == (4, 13)
-    assert torch.isfinite(memory).all()  # even the request with an empty history
+    memory = model.encode(b)
+    assert memory.states.shape == (4, 1 + 8 + 4, 32) and memory.mask.shape == (4, 13)
+    assert memory.events.shape == (4, 8, 32) and memory.event_codes.shape == (4, 8, model.num_levels)
+    assert torch.isfinite(memory.states).all()  # even the request with an empty history
 
 
 def test_causal_masking_in_the_decoder():
     _, model, b = tiny()
-    memory, mask = model.encode(b)
+    memory = model.encode(b)
     codes = b["target_codes"].clone()
-    before = model.level_logits(memory, mask, codes)
+    before = model.level_logprobs(memory, codes)
     codes[:, 1] = (codes[:, 1] + 1) % model.codebook_sizes[1]  # a later token
-    after = model.level_logits(memory, mask, codes)
+    after = model.level_logprobs(memory, codes)
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
     assert not torch.allclose(before[2], after[2])
 
@@ -187,3 +188,44 @@ def test_a_few_steps_of_training_fit_a_fixed_batch():
         loss.backward()
         opt.step()
     assert model.eval()(b).item() < 0.5 * first
+
+
+def test_copy_head_mixture_is_a_distribution_at_every_level():
+    _, model, b = tiny()
+    assert model.copy is not None
+    logp = model.level_logprobs(model.encode(b), b["target_codes"])
+    for lp in logp:
+        assert torch.allclose(lp.exp().sum(-1), torch.ones(4), atol=1e-4)
+
+
+def test_copy_head_points_at_the_users_own_events():
+    from oneloc.model.beam_search import beam_search
+
+    tok, model, b = tiny()
+    with torch.no_grad():
+        model.copy.mix.bias.fill_(-20.0)            # g ~ 0: copy wherever some event matches the prefix
+    items, scores = beam_search(model, b, tok.trie(), k=3, beam=8)
+    for row in range(3):                            # the three requests with a history
+        own = set(b["hist_items"][row][b["hist_mask"][row]].tolist())
+        top = [i for i, s in zip(items[row].tolist(), scores[row].tolist(), strict=True) if s > -20]
+        assert top and set(top) <= own
+    # the request without history gets the generator alone, the same as a model without the head
+    _, plain, _ = tiny(copy_head=False)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("copy.")})
+    codes = b["target_codes"]
+    assert torch.allclose(model.sequence_logprob(b, codes)[3], plain.sequence_logprob(b, codes)[3], atol=1e-5)
+    assert not torch.allclose(model.sequence_logprob(b, codes)[:3], plain.sequence_logprob(b, codes)[:3])
+    assert not any(n.startswith("copy.") for n, _ in plain.named_parameters())
+
+
+def test_checkpoints_written_before_the_copy_head_still_load(tmp_path):
+    from oneloc.model.checkpoint import load_checkpoint, save_checkpoint
+
+    tok, model, b = tiny(copy_head=False)
+    save_checkpoint(tmp_path / "m.pt", model, tok)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["model_cfg"]["copy_head"]                # as an older version wrote it
+    torch.save(payload, tmp_path / "old.pt")
+    old, _, cfg, _ = load_checkpoint(tmp_path / "old.pt")
+    assert cfg.copy_head is False and old.copy is None
+    assert torch.allclose(old.sequence_logprob(b, b["target_codes"]), model.sequence_logprob(b, b["target_codes"]))
