@@ -26,17 +26,20 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(d, d)
         self.dropout = dropout
 
-    def forward(self, x, memory=None, allowed=None, bias=None, value_scale=None):
+    def keys_values(self, src):
+        # src (B, Tk, d) -> k, v (B, nh, Tk, hs) each: what a cache keeps (decoding step by step)
+        B, Tk, d = src.shape
+        k, v = self.kv(src).view(B, Tk, 2, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x, memory=None, allowed=None, bias=None, value_scale=None, kv=None):
         # x (B, Tq, d); memory (B, Tk, d); allowed: bool broadcastable to (B, nh, Tq, Tk), True = attend;
-        # bias (B, nh, Tq, Tk) added to the scores; value_scale (B, Tk) multiplies each key's value
+        # bias (B, nh, Tq, Tk) added to the scores; value_scale (B, Tk) multiplies each key's value;
+        # kv: precomputed (k, v) of the keys (B, nh, Tk, hs), instead of projecting x or memory
         B, Tq, d = x.shape
-        src = x if memory is None else memory
-        Tk = src.size(1)
         nh, hs = self.n_heads, d // self.n_heads
         q = self.q(x).view(B, Tq, nh, hs).transpose(1, 2)                      # (B, nh, Tq, hs)
-        k, v = self.kv(src).split(d, dim=2)
-        k = k.view(B, Tk, nh, hs).transpose(1, 2)                              # (B, nh, Tk, hs)
-        v = v.view(B, Tk, nh, hs).transpose(1, 2)                              # (B, nh, Tk, hs)
+        k, v = kv if kv is not None else self.keys_values(x if memory is None else memory)   # (B, nh, Tk, hs)
         if value_scale is not None:
             v = v * value_scale[:, None, :, None].to(v.dtype)
         mask = None

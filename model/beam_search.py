@@ -19,18 +19,20 @@ from oneloc.model.trie import Trie
 def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None) -> tuple[torch.Tensor, ...]:
     beam = max(beam or 2 * k, k)
     memory = model.encode(batch)                                                # Memory of B requests
+    cache = model.start_decoding(memory)                                        # keys/values kept per beam
     B, dev = memory.states.size(0), memory.states.device
     nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)                     # (B, W) trie node per beam
     scores = torch.zeros(B, 1, device=dev)                                      # (B, W) log p so far
     prefix = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)                 # (B, W, l) codes so far
     for level in range(trie.depth):
         W = nodes.size(1)
-        logp = model.next_logprobs(memory, prefix.view(B * W, level)).view(B, W, -1)  # (B, W, K)
+        logp = model.step_logprobs(memory, prefix.view(B * W, level), cache).view(B, W, -1)  # (B, W, K)
         K = logp.size(-1)
         valid = trie.valid[level][nodes]                                        # (B, W, K)
         cand = (scores[..., None] + logp).masked_fill(~valid, float("-inf"))
         scores, flat = cand.view(B, W * K).topk(min(beam, W * K), dim=1)        # sorted, (B, W')
         parent, code = flat // K, flat % K
+        cache.reorder((parent + W * torch.arange(B, device=dev)[:, None]).view(-1))  # the survivors' parents
         nodes = trie.child[level][nodes.gather(1, parent), code].clamp_min(0)  # dead beams -> node 0
         prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), code[..., None]], 2)
     items = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, -1))

@@ -28,20 +28,24 @@ class HistoryCopy(nn.Module):
         self.mix = nn.Linear(d, 1)
         nn.init.constant_(self.mix.bias, 1.0)          # start mostly generating
 
+    def keys(self, events: torch.Tensor) -> torch.Tensor:
+        """events (B, T, d) encoder outputs -> the pointer's keys (B, T, d), computed once per request."""
+        return self.k(events)
+
     def forward(self, gen_logp: list[torch.Tensor], hidden: torch.Tensor, levels: list[int], codes: torch.Tensor,
-                events: torch.Tensor, event_codes: torch.Tensor, event_mask: torch.Tensor) -> list[torch.Tensor]:
+                keys: torch.Tensor, event_codes: torch.Tensor, event_mask: torch.Tensor) -> list[torch.Tensor]:
         """Mix the generator's log-probs with the pointer's at the given levels.
 
         gen_logp[i]  (B * G, K_l)  generator log-probs of level l = levels[i] (float32)
         hidden       (B * G, n, d) decoder states predicting those n levels
         codes        (B * G, m)    codes so far (the prefix of level l is codes[:, :l]; m >= max(levels))
-        events       (B, T, d)     encoder outputs of the history events
+        keys         (B, T, d)     ``keys(encoder outputs of the history events)``
         event_codes  (B, T, L)     semantic IDs of the history items
         event_mask   (B, T)        True = a real event of a known item
         -> per level, (B * G, K_l) mixed log-probs
         """
         BG, n, d = hidden.shape
-        B, T, _ = events.shape
+        B, T, _ = keys.shape
         G, m = BG // B, codes.size(1)
         ev_codes = event_codes[:, None].expand(B, G, T, -1).reshape(BG, T, -1)          # (BG, T, L)
         # match[:, j, l]: event j's item has the prefix codes[:, :l] (level 0: every event)
@@ -49,7 +53,7 @@ class HistoryCopy(nn.Module):
         match = torch.cat([eq.new_ones(BG, T, 1), eq.cumprod(-1)], -1).bool()[..., levels]  # (BG, T, n)
         allowed = (match & event_mask[:, None, :, None].expand(B, G, T, 1).reshape(BG, T, 1)).transpose(1, 2)
         q = self.q(hidden).view(B, G * n, d)                                               # (B, G n, d)
-        s = (q @ self.k(events).transpose(1, 2)).view(BG, n, T).float() / math.sqrt(d)  # (BG, n, T)
+        s = (q @ keys.transpose(1, 2)).view(BG, n, T).float() / math.sqrt(d)  # (BG, n, T)
         any_ = allowed.any(-1)                                                             # (BG, n)
         s = s.masked_fill(~allowed, float("-inf")).masked_fill(~any_[..., None], 0.0)
         a = torch.softmax(s, -1) * any_[..., None]                                         # (BG, n, T)

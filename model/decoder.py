@@ -4,9 +4,15 @@ Position 0 holds a BOS token and predicts code 1; position l holds code l and pr
 Causal self-attention, then cross-attention over the memory [memory token ; encoder outputs ; prompt].
 Several sequences may share one memory row (the beams of a request): the tokens are (B * G, l) for a
 memory of B rows, and the cross-attention runs on (B, G * l) queries, so the memory is never copied.
+
+Two ways to run it: ``forward`` over whole code sequences (training, scoring), and ``step`` one position
+at a time with a ``DecodeCache`` (beam search): the memory's keys/values are projected once per request
+and each position's self-attention keys/values once per beam, instead of recomputing the prefix.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -32,6 +38,36 @@ class DecoderBlock(nn.Module):
         x = x + self.cross_attn(q, memory=memory, allowed=mem_allowed).view(BG, n, d)
         return x + self.mlp(self.ln3(x))
 
+    def step(self, x, self_kv, mem_kv, mem_allowed):
+        # x (B * G, 1, d) the newest position; self_kv: (k, v) (B * G, nh, l, hs) of the earlier positions
+        # or None; mem_kv: (k, v) (B, nh, M, hs) -> new x, (k, v) with this position appended
+        BG, _, d = x.shape
+        B = mem_kv[0].size(0)
+        h = self.ln1(x)
+        k, v = self.self_attn.keys_values(h)
+        if self_kv is not None:
+            k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)
+        x = x + self.self_attn(h, kv=(k, v))                                    # sees every earlier position
+        q = self.ln2(x).view(B, BG // B, d)
+        x = x + self.cross_attn(q, allowed=mem_allowed, kv=mem_kv).view(BG, 1, d)
+        return x + self.mlp(self.ln3(x)), (k, v)
+
+
+@dataclass
+class DecodeCache:
+    """What ``Decoder.step`` keeps between positions: per block, the memory's (k, v) (B, nh, M, hs) and
+    the earlier positions' self-attention (k, v) (B * G, nh, l, hs)."""
+
+    mem_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mem_allowed: torch.Tensor
+    self_kv: list[tuple[torch.Tensor, torch.Tensor] | None]
+    length: int = 0
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep the sequences ``rows`` (B * G' indices into the B * G current ones), e.g. the surviving
+        beams' parents."""
+        self.self_kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.self_kv]
+
 
 class Decoder(nn.Module):
     def __init__(self, codebook_sizes: list[int], d: int, n_heads: int, n_layers: int, d_ff: int, dropout: float):
@@ -54,6 +90,22 @@ class Decoder(nn.Module):
         for block in self.blocks:
             x = block(x, causal, memory, mem_allowed)
         return self.ln_f(x)
+
+    def start(self, memory, mem_mask) -> DecodeCache:
+        """memory (B, M, d), mem_mask (B, M) -> an empty cache for ``step``."""
+        kv = [block.cross_attn.keys_values(memory) for block in self.blocks]
+        return DecodeCache(kv, mem_mask[:, None, None, :], [None] * len(self.blocks))
+
+    def step(self, token, cache: DecodeCache, n_seq: int):
+        # token (B * G, d) the embedded newest code, or None at position 0 (BOS; then G = n_seq // B
+        # sequences start per request) -> hidden (B * G, d) predicting the next code; cache advanced
+        if token is None:
+            token = self.bos[0].expand(n_seq, -1).to(cache.mem_kv[0][0].dtype)
+        x = (token + self.level.weight[cache.length])[:, None]                    # (B * G, 1, d)
+        for i, block in enumerate(self.blocks):
+            x, cache.self_kv[i] = block.step(x, cache.self_kv[i], cache.mem_kv[i], cache.mem_allowed)
+        cache.length += 1
+        return self.ln_f(x[:, 0])
 
     def logits(self, hidden, level: int):
         # hidden (..., d) -> (..., K_level)

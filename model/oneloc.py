@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from oneloc.model.attention import GeoBias
 from oneloc.model.config import ModelConfig
 from oneloc.model.copy import HistoryCopy
-from oneloc.model.decoder import Decoder
+from oneloc.model.decoder import DecodeCache, Decoder
 from oneloc.model.embed import CodeEmbedding, EventEmbedding, LocationEmbedding
 from oneloc.model.encoder import Encoder
 from oneloc.model.gate import LocationGate
@@ -30,11 +30,11 @@ from oneloc.model.prompt import NeighborPrompt
 
 
 class Memory(NamedTuple):
-    """The encoded request: the decoder cross-attends to ``states``; the copy head points at ``events``."""
+    """The encoded request: the decoder cross-attends to ``states``; the copy head points at the events."""
 
     states: torch.Tensor          # (B, M, d) [memory token ; encoder outputs ; prompt tokens]
     mask: torch.Tensor            # (B, M)    True = attendable
-    events: torch.Tensor          # (B, T, d) encoder outputs of the history events
+    event_keys: torch.Tensor      # (B, T, d) the copy head's keys of the history events (encoder outputs without it)
     event_codes: torch.Tensor     # (B, T, L) semantic IDs of the history items
     event_mask: torch.Tensor      # (B, T)    True = a real event of a known item
 
@@ -85,7 +85,8 @@ class OneLoc(nn.Module):
             p = self.prompt(user, batch["nbr_ctx"])                               # (B, P, d)
             parts.append(p.to(h.dtype))
             masks.append(mask.new_ones(B, p.size(1)))
-        return Memory(torch.cat(parts, 1), torch.cat(masks, 1), h, event_codes, mask)
+        keys = self.copy.keys(h) if self.copy is not None else h
+        return Memory(torch.cat(parts, 1), torch.cat(masks, 1), keys, event_codes, mask)
 
     def _logprobs(self, memory: Memory, hidden, levels: list[int], codes) -> list[torch.Tensor]:
         """Decoder states (B * G, n, d) predicting ``levels`` -> their (B * G, K_l) log-probs (float32),
@@ -93,7 +94,7 @@ class OneLoc(nn.Module):
         logp = [F.log_softmax(self.decoder.logits(hidden[:, i], lv).float(), -1) for i, lv in enumerate(levels)]
         if self.copy is None:
             return logp
-        return self.copy(logp, hidden, levels, codes, memory.events, memory.event_codes, memory.event_mask)
+        return self.copy(logp, hidden, levels, codes, memory.event_keys, memory.event_codes, memory.event_mask)
 
     def level_logprobs(self, memory: Memory, codes) -> list[torch.Tensor]:
         """Teacher forcing: codes (B * G, L) -> per level l, log-probs (B * G, K_l) of code l given codes < l
@@ -105,6 +106,18 @@ class OneLoc(nn.Module):
         """prefix (B * G, l) codes so far -> (B * G, K_l) log-probabilities of code l (float32)."""
         hidden = self.decoder(self.codes(prefix), memory.states, memory.mask)        # (B * G, l + 1, d)
         return self._logprobs(memory, hidden[:, -1:], [prefix.size(1)], prefix)[0]
+
+    def start_decoding(self, memory: Memory) -> DecodeCache:
+        """An empty decoding cache for ``step_logprobs`` (the memory's keys/values, projected once)."""
+        return self.decoder.start(memory.states, memory.mask)
+
+    def step_logprobs(self, memory: Memory, prefix, cache: DecodeCache) -> torch.Tensor:
+        """``next_logprobs`` one position at a time: the cache holds prefix[:, :-1] (B * G rows, reordered
+        with the beams) and gets the newest code; -> (B * G, K_l) log-probabilities of code l."""
+        level = prefix.size(1)
+        token = self.codes.tables[level - 1](prefix[:, -1]) if level else None
+        hidden = self.decoder.step(token, cache, prefix.size(0))                       # (B * G, d)
+        return self._logprobs(memory, hidden[:, None], [level], prefix)[0]
 
     def nll(self, memory: Memory, codes) -> torch.Tensor:
         """Mean next-token negative log-likelihood over the levels of codes (B, L)."""

@@ -60,7 +60,7 @@ def test_forward_loss_and_gradients():
     assert all(p.grad is not None for p in model.parameters())
     memory = model.encode(b)
     assert memory.states.shape == (4, 1 + 8 + 4, 32) and memory.mask.shape == (4, 13)
-    assert memory.events.shape == (4, 8, 32) and memory.event_codes.shape == (4, 8, model.num_levels)
+    assert memory.event_keys.shape == (4, 8, 32) and memory.event_codes.shape == (4, 8, model.num_levels)
     assert torch.isfinite(memory.states).all()  # even the request with an empty history
 
 

@@ -82,3 +82,26 @@ def test_checkpoint_refuses_corrupt_and_foreign_files(tmp_path):
     torch.save(payload, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="does not match"):
         load_checkpoint(tmp_path / "mismatch.pt")
+
+
+@pytest.mark.parametrize("copy_head", [True, False])
+def test_cached_step_decoding_equals_full_recomputation(copy_head):
+    from oneloc.model.oneloc import build_model
+
+    tok, model, b = tiny()
+    if not copy_head:
+        model = build_model(model.cfg.model_copy(update={"copy_head": False}), tok).eval()
+    memory = model.encode(b)
+    G = 3
+    codes = torch.stack([torch.randint(0, k, (4 * G,)) for k in model.codebook_sizes], 1)   # (B * G, L)
+    cache = model.start_decoding(memory)
+    with torch.no_grad():
+        for level in range(model.num_levels):
+            if level == 0:                                  # one BOS per request, then G sequences each
+                step = model.step_logprobs(memory, codes[::G, :0], cache)
+                cache.reorder(torch.arange(4).repeat_interleave(G))
+                full = model.next_logprobs(memory, codes[::G, :0])
+            else:
+                step = model.step_logprobs(memory, codes[:, :level], cache)
+                full = model.next_logprobs(memory, codes[:, :level])
+            assert torch.allclose(step, full, atol=1e-5), level
