@@ -32,7 +32,8 @@ def start(cfg: OneLocConfig, checkpoint: str = "") -> str:
     if not ray.is_initialized():
         ray.init(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus or None,
                  include_dashboard=cfg.ray.include_dashboard, log_to_driver=False)
-    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port},
+                logging_config={"enable_access_log": cfg.serve.access_log})
     serve.run(build_app({"cfg": cfg, "checkpoint": checkpoint}), name="oneloc", route_prefix="/")
     return f"http://{cfg.serve.host}:{cfg.serve.port}"
 
