@@ -297,8 +297,10 @@ def test_batcher_fails_only_the_batch_that_failed():
             return [x.upper() for x in batch]
 
         b = Batcher(send, max_batch_size=2, max_inflight=1)
-        out = await asyncio.gather(*(b.submit(x) for x in ["a", "bad", "c"]), return_exceptions=True)
-        assert isinstance(out[0], RuntimeError) and isinstance(out[1], RuntimeError) and out[2] == "C"
+        out = await asyncio.gather(*(b.submit(x) for x in ["a", "bad", "c", "d"]), return_exceptions=True)
+        # batches [a], [bad, c], [d]: the failed one fails both its requests, the others are answered
+        assert out[0] == "A" and isinstance(out[1], RuntimeError) and isinstance(out[2], RuntimeError)
+        assert out[3] == "D" and b.inflight == 0
 
     asyncio.run(main())
 
