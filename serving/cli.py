@@ -27,9 +27,10 @@ def start(cfg: OneLocConfig, checkpoint: str = "") -> str:
     import ray
     from ray import serve
 
-    from oneloc.serving.app import build_app
+    from oneloc.serving.app import build_app, set_serve_env
 
     if not ray.is_initialized():
+        set_serve_env()  # a local Ray started here gets the Serve settings (serving/app.py SERVE_ENV)
         ray.init(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus or None,
                  include_dashboard=cfg.ray.include_dashboard, log_to_driver=False)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port},
