@@ -11,7 +11,9 @@ the model's own batched throughput in-process (the serving-overhead ratio).
 3. a separate process (asyncio + aiohttp, a light client) drives closed-loop clients at concurrency 1, 8 and 32, each level
    a fixed time after a warm-up: p50 / p99 latency, throughput, error rate, and the CPU each part of the
    machine used per request meanwhile (``cpu_ms_per_request``: proxy, ingress, model replicas, load
-   generator, Ray's daemons, other = everything else on the machine, e.g. other users' jobs).
+   generator, Ray's daemons, other = everything else on the machine, e.g. other users' jobs) and the mean
+   batch size a request was served in (``mean_batch``); before the levels, the CPU the parts use with no
+   load (``idle_cpu_ms_per_s``).
 serving_overhead_ratio = best HTTP throughput / in-process throughput (1.0 = Serve adds no cost).
 Goals on the 2-core CPU, default model: p99 <= 100 ms at concurrency 8 with no errors, ratio >= 0.5.
 
@@ -50,6 +52,13 @@ CPU_GROUPS = (("proxy", "ProxyActor"), ("ingress", ":Ingress"), ("model", ":Mode
               ("ray_core", "log_monitor"), ("ray_core", "default_worker"))
 
 
+def batch_totals(metrics: str) -> tuple[float, float]:
+    """(sum, count) of the ingress's batch-size histogram (one observation per request served)."""
+    got = {ln.split()[0]: float(ln.split()[-1]) for ln in metrics.splitlines()
+           if ln.startswith(("oneloc_batch_size_sum", "oneloc_batch_size_count"))}
+    return got.get("oneloc_batch_size_sum", 0.0), got.get("oneloc_batch_size_count", 0.0)
+
+
 def cpu_seconds() -> dict[str, float]:
     """CPU seconds (user + system) of this machine's processes, by part: the Serve proxy, the ingress and model
     replicas, the controller, Ray's own daemons, this load generator, everything else (from /proc)."""
@@ -84,10 +93,14 @@ async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bod
         measure_from, end = start + warmup_s, start + warmup_s + seconds
         cpu: list[dict[str, float]] = []
 
-        async def sample_cpu() -> None:  # the CPU the parts use while the level is measured
+        batches: list[tuple[float, float]] = []
+
+        async def sample_cpu() -> None:  # the CPU the parts use while the level is measured, and the batches
             for at in (measure_from, end):
                 await asyncio.sleep(max(0.0, at - time.perf_counter()))
                 cpu.append(cpu_seconds())
+                async with client.get("/metrics") as r:
+                    batches.append(batch_totals(await r.text()))
 
         async def worker(i: int) -> None:
             nonlocal errors
@@ -115,6 +128,8 @@ async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bod
     return {"concurrency": concurrency, "requests": n, "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "throughput_rps": round(len(lat) / seconds, 1),
             "error_rate": round(errors / max(n, 1), 4),
+            "mean_batch": round((batches[1][0] - batches[0][0]) / max(batches[1][1] - batches[0][1], 1), 2),
+            "_batches": batches,
             "cpu_ms_per_request": {k: round(v * 1000 / max(n, 1), 2) for k, v in sorted(used.items()) if v > 0}
             | {"total": round(sum(used.values()) * 1000 / max(n, 1), 2)}}
 
@@ -125,10 +140,15 @@ def load_main(argv: list[str]) -> None:
     p.add_argument("--levels", default=",".join(map(str, LEVELS)))
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--idle", type=float, default=5.0)
     a = p.parse_args(argv)
     bodies = request_bodies()
+    before = cpu_seconds()
+    time.sleep(a.idle)  # the application with no load: what its parts use anyway
+    idle = {k: round((v - before.get(k, 0.0)) * 1000 / a.idle, 1) for k, v in sorted(cpu_seconds().items())
+            if v - before.get(k, 0.0) > 0}
     out = [asyncio.run(drive(a.url, int(c), a.seconds, a.warmup, bodies)) for c in a.levels.split(",")]
-    print(json.dumps(out))
+    print(json.dumps({"idle_cpu_ms_per_s": idle, "levels": out}))
 
 
 # -- the benchmark ---------------------------------------------------------------------------------------------
@@ -218,7 +238,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
         url = f"http://127.0.0.1:{cfg.serve.port}"
         load = subprocess.run([sys.executable, "-m", "oneloc.benchmarks.bench_serve", "load", url,
                                "--seconds", str(seconds)], capture_output=True, text=True, timeout=600, check=True)
-        levels = json.loads(load.stdout.strip().splitlines()[-1])
+        measured = json.loads(load.stdout.strip().splitlines()[-1])
+        levels = measured["levels"]
         replicas = serve.status().applications["oneloc-bench"].deployments["Model"].replica_states
     finally:
         serve.shutdown()
@@ -231,7 +252,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
                                                           "num_cpus",
                                                           "torch_threads", "min_replicas", "max_replicas",
                                                           "target_ongoing_requests")},
-            "levels": levels, "replicas_at_end": replicas, "in_process": base,
+            "levels": levels, "idle_cpu_ms_per_s": measured["idle_cpu_ms_per_s"], "replicas_at_end": replicas, "in_process": base,
             "in_process_batches": baseline_runs, "serving_overhead_ratio": ratio,
             "goals": {"p99_at_8_le_100ms": at8["p99_ms"] <= 100.0, "no_errors_at_8": at8["error_rate"] == 0,
                       "ratio_ge_0.5": ratio >= 0.5}}
