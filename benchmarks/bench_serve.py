@@ -99,8 +99,9 @@ async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bod
             for at in (measure_from, end):
                 await asyncio.sleep(max(0.0, at - time.perf_counter()))
                 cpu.append(cpu_seconds())
-                async with client.get("/metrics") as r:
-                    batches.append(batch_totals(await r.text()))
+                async with aiohttp.ClientSession(base_url=url, timeout=timeout) as side:  # not behind the load's
+                    async with side.get("/metrics") as r:                             # connections
+                        batches.append(batch_totals(await r.text()))
 
         async def worker(i: int) -> None:
             nonlocal errors
@@ -129,7 +130,6 @@ async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bod
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "throughput_rps": round(len(lat) / seconds, 1),
             "error_rate": round(errors / max(n, 1), 4),
             "mean_batch": round((batches[1][0] - batches[0][0]) / max(batches[1][1] - batches[0][1], 1), 2),
-            "_batches": batches,
             "cpu_ms_per_request": {k: round(v * 1000 / max(n, 1), 2) for k, v in sorted(used.items()) if v > 0}
             | {"total": round(sum(used.values()) * 1000 / max(n, 1), 2)}}
 

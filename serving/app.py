@@ -254,7 +254,7 @@ def bind_app(cfg, model_deployment=None):
         user_config={"checkpoint": s.checkpoint} if s.checkpoint else None,
         logging_config={"enable_access_log": s.access_log},
     ).bind(cfg.model_dump(mode="json"))
-    return Ingress.options(ray_actor_options={"num_cpus": s.ingress_num_cpus},
+    return Ingress.options(ray_actor_options={"num_cpus": s.ingress_num_cpus}, num_replicas=s.ingress_replicas,
                            max_ongoing_requests=max(256, 4 * s.max_ongoing_requests),
                            logging_config={"enable_access_log": s.access_log},
                            ).bind(model, cfg.model_dump(mode="json"))
