@@ -13,7 +13,8 @@ The ``Ingress`` batches: concurrent requests are parsed and validated there, the
 as batches, one handle call each (serving/batcher.py: adaptive, no timer; a request that finds a model
 replica free goes out at once, the ones that arrive while the replicas are busy form the next batch, up to
 ``serve.max_batch_size``), and a batch whose model replica died is sent again (``REPLICA_RETRIES``). The
-model replica answers a batch with one beam search and sends back each answer as ready JSON bytes that
+model replica (``@serve.batch`` over the ingress batches: several that wait at once, from several ingress
+replicas, become one, up to ``serve.max_batch_size`` requests) answers a batch with one beam search and sends back each answer as ready JSON bytes that
 the ingress passes through. ``Model`` replicas autoscale on the batches in flight (``target_ongoing_requests``
 counts batches), take fractional CPUs (and half a GPU when the cluster has one), keep user histories current from the orders
 stream (serving/user_state.py) and roll to new checkpoints without downtime (serving/rollout.py): a
@@ -75,6 +76,10 @@ def _answers(rec, requests: list[RecommendationRequest]) -> list[Answer]:
             Answer(a.status, a.model_dump_json().encode(), a.field, rec.version, len(requests), dt) for a in out]
 
 
+def _requests_in(batches: list[list]) -> int:
+    return sum(len(b) for b in batches)
+
+
 @serve.deployment
 class Model:
     def __init__(self, cfg: dict):
@@ -96,6 +101,7 @@ class Model:
         self.categories = catalog_categories(self.cfg)
         self.rollout = Rollout(load=self._load)
         self.rollout.set_source(s.checkpoint or self.cfg.storage.path(self.cfg.storage.checkpoints))
+        self.recommend_batch.set_max_batch_size(s.max_batch_size)  # the wait is the ingress's (Batcher)
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name="checkpoint-watcher", daemon=True).start()
 
@@ -135,10 +141,18 @@ class Model:
         if source and source != self.rollout.source:
             self.rollout.set_source(source)
 
-    async def recommend_batch(self, requests: list[RecommendationRequest]) -> list[Answer]:
-        """A batch from the ingress: one beam search, one answer per request (in order)."""
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, batch_size_fn=_requests_in)
+    async def recommend_batch(self, batches: list[list[RecommendationRequest]]) -> list[list[Answer]]:
+        """Batches from the ingress (one per call), merged when several wait here at once (several ingress
+        replicas), up to ``serve.max_batch_size`` requests: one beam search, the answers in order."""
+        requests = [r for b in batches for r in b]
         rec = self.rollout.current  # this batch finishes on this model, even if a rollout swaps it now
-        return await asyncio.get_running_loop().run_in_executor(self.pool, _answers, rec, requests)
+        answers = await asyncio.get_running_loop().run_in_executor(self.pool, _answers, rec, requests)
+        out, i = [], 0
+        for b in batches:
+            out.append(answers[i:i + len(b)])
+            i += len(b)
+        return out
 
     def status(self) -> dict:
         rec = self.rollout.current
