@@ -3,13 +3,17 @@ the model's own batched throughput in-process (the serving-overhead ratio).
 
     oneloc bench serve [--sizes default] [--rounds SECONDS_PER_LEVEL]
 
-1. the in-process baseline: ``Recommender.recommend_batch`` at the deployment's max batch size, one torch
-   thread (as a replica has), requests/s;
+1. the in-process baseline: ``Recommender.recommend_batch`` at batch sizes 8, 16, 32 and the deployment's
+   max batch size, one torch thread (as a replica has): the best requests/s of them (``in_process``);
 2. the application on 127.0.0.1 (local Ray, no Kafka: histories of the bundled check-ins, ``serve.bootstrap
    = dataset``), an untrained checkpoint of the model size unless ``serve.checkpoint`` is set, the model
    deployment pinned at ``serve.max_replicas`` replicas (steady state, no scale-up transient);
-3. a separate process (asyncio + httpx) drives closed-loop clients at concurrency 1, 8 and 32, each level
-   a fixed time after a warm-up: p50 / p99 latency, throughput, error rate.
+3. a separate process (asyncio + aiohttp, a light client) drives closed-loop clients at concurrency 1, 8 and 32, each level
+   a fixed time after a warm-up: p50 / p99 latency, throughput, error rate, and the CPU each part of the
+   machine used per request meanwhile (``cpu_ms_per_request``: proxy, ingress, model replicas, load
+   generator, Ray's daemons, other = everything else on the machine, e.g. other users' jobs) and the mean
+   batch size a request was served in (``mean_batch``); before the levels, the CPU the parts use with no
+   load (``idle_cpu_ms_per_s``).
 serving_overhead_ratio = best HTTP throughput / in-process throughput (1.0 = Serve adds no cost).
 Goals on the 2-core CPU, default model: p99 <= 100 ms at concurrency 8 with no errors, ratio >= 0.5.
 
@@ -43,16 +47,61 @@ def request_bodies(n: int = 500, seed: int = 0) -> list[dict]:
 
 # -- the load generator (runs in its own process) -------------------------------------------------------------
 
+CPU_GROUPS = (("proxy", "ProxyActor"), ("ingress", ":Ingress"), ("model", ":Model"), ("controller", "ServeController"),
+              ("ray_core", "gcs_server"), ("ray_core", "raylet"), ("ray_core", "ray/dashboard"),
+              ("ray_core", "log_monitor"), ("ray_core", "default_worker"))
+
+
+def batch_totals(metrics: str) -> tuple[float, float]:
+    """(sum, count) of the ingress's batch-size histogram (one observation per request served)."""
+    got = {ln.split()[0]: float(ln.split()[-1]) for ln in metrics.splitlines()
+           if ln.startswith(("oneloc_batch_size_sum", "oneloc_batch_size_count"))}
+    return got.get("oneloc_batch_size_sum", 0.0), got.get("oneloc_batch_size_count", 0.0)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) of this machine's processes, by part: the Serve proxy, the ingress and model
+    replicas, the controller, Ray's own daemons, this load generator, everything else (from /proc)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        part = "loadgen" if int(pid) == os.getpid() else next((g for g, key in CPU_GROUPS if key in cmd), "other")
+        out[part] = out.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
 async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bodies: list[dict]) -> dict:
     """Closed loop: ``concurrency`` clients, each sending its next request when the last one answered."""
-    import httpx
+    import aiohttp
 
     lat: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=10.0, limits=limits) as client:
+    payloads = [json.dumps(b).encode() for b in bodies]
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=10.0)
+    async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
         start = time.perf_counter()
         measure_from, end = start + warmup_s, start + warmup_s + seconds
+        cpu: list[dict[str, float]] = []
+
+        batches: list[tuple[float, float]] = []
+
+        async def sample_cpu() -> None:  # the CPU the parts use while the level is measured, and the batches
+            for at in (measure_from, end):
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                cpu.append(cpu_seconds())
+                async with aiohttp.ClientSession(base_url=url, timeout=timeout) as side:  # not behind the load's
+                    async with side.get("/metrics") as r:                             # connections
+                        batches.append(batch_totals(await r.text()))
 
         async def worker(i: int) -> None:
             nonlocal errors
@@ -60,9 +109,11 @@ async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bod
             while time.perf_counter() < end:
                 t = time.perf_counter()
                 try:
-                    r = await client.post("/v1/recommendations", json=bodies[j % len(bodies)])
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
+                    async with client.post("/v1/recommendations", data=payloads[j % len(payloads)],
+                                           headers=headers) as r:
+                        await r.read()
+                        ok = r.status == 200
+                except (TimeoutError, aiohttp.ClientError):
                     ok = False
                 j += concurrency
                 if t >= measure_from and time.perf_counter() <= end:
@@ -71,12 +122,16 @@ async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bod
                     else:
                         errors += 1
 
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        await asyncio.gather(sample_cpu(), *(worker(i) for i in range(concurrency)))
     n = len(lat) + errors
+    used = {k: cpu[1].get(k, 0.0) - cpu[0].get(k, 0.0) for k in cpu[1]}
     ms = np.array(lat) * 1000 if lat else np.array([np.nan])
     return {"concurrency": concurrency, "requests": n, "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "throughput_rps": round(len(lat) / seconds, 1),
-            "error_rate": round(errors / max(n, 1), 4)}
+            "error_rate": round(errors / max(n, 1), 4),
+            "mean_batch": round((batches[1][0] - batches[0][0]) / max(batches[1][1] - batches[0][1], 1), 2),
+            "cpu_ms_per_request": {k: round(v * 1000 / max(n, 1), 2) for k, v in sorted(used.items()) if v > 0}
+            | {"total": round(sum(used.values()) * 1000 / max(n, 1), 2)}}
 
 
 def load_main(argv: list[str]) -> None:
@@ -85,10 +140,15 @@ def load_main(argv: list[str]) -> None:
     p.add_argument("--levels", default=",".join(map(str, LEVELS)))
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--idle", type=float, default=5.0)
     a = p.parse_args(argv)
     bodies = request_bodies()
+    before = cpu_seconds()
+    time.sleep(a.idle)  # the application with no load: what its parts use anyway
+    idle = {k: round((v - before.get(k, 0.0)) * 1000 / a.idle, 1) for k, v in sorted(cpu_seconds().items())
+            if v - before.get(k, 0.0) > 0}
     out = [asyncio.run(drive(a.url, int(c), a.seconds, a.warmup, bodies)) for c in a.levels.split(",")]
-    print(json.dumps(out))
+    print(json.dumps({"idle_cpu_ms_per_s": idle, "levels": out}))
 
 
 # -- the benchmark ---------------------------------------------------------------------------------------------
@@ -159,21 +219,27 @@ def run(cfg, args: argparse.Namespace) -> dict:
     # replicas pinned at serve.max_replicas: the steady state at full scale, not a scale-up transient
     cfg.serve = cfg.serve.model_copy(update={"follow_orders": False, "bootstrap": "dataset", "checkpoint": checkpoint,
                                              "port": free_port(), "min_replicas": cfg.serve.max_replicas})
-    base = in_process(cfg, checkpoint, [cfg.serve.max_batch_size])[0]
+    # the model at its best batched throughput: the best of several batch sizes (throughput flattens past 16)
+    sizes = sorted({8, 16, 32, cfg.serve.max_batch_size})
+    baseline_runs = in_process(cfg, checkpoint, sizes)
+    base = max(baseline_runs, key=lambda r: r["requests_per_s"])
 
     import ray
     from ray import serve
 
-    from oneloc.serving.app import build_app
+    from oneloc.serving.app import build_app, set_serve_env
 
+    set_serve_env()  # as `oneloc serve` starts local Ray (serving/app.py SERVE_ENV)
     ray.init(num_cpus=cfg.ray.num_cpus or 2, include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
+        serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port},
+                    logging_config={"enable_access_log": cfg.serve.access_log})
         serve.run(build_app({"cfg": cfg}), name="oneloc-bench", route_prefix="/")
         url = f"http://127.0.0.1:{cfg.serve.port}"
         load = subprocess.run([sys.executable, "-m", "oneloc.benchmarks.bench_serve", "load", url,
                                "--seconds", str(seconds)], capture_output=True, text=True, timeout=600, check=True)
-        levels = json.loads(load.stdout.strip().splitlines()[-1])
+        measured = json.loads(load.stdout.strip().splitlines()[-1])
+        levels = measured["levels"]
         replicas = serve.status().applications["oneloc-bench"].deployments["Model"].replica_states
     finally:
         serve.shutdown()
@@ -182,10 +248,12 @@ def run(cfg, args: argparse.Namespace) -> dict:
     at8 = next(lv for lv in levels if lv["concurrency"] == 8)
     ratio = round(best / base["requests_per_s"], 3)
     return {"benchmark": "serve", "model_size": size, "checkpoint": checkpoint, "seconds_per_level": seconds,
-            "serve": {k: getattr(cfg.serve, k) for k in ("max_batch_size", "batch_wait_timeout_s", "num_cpus",
+            "serve": {k: getattr(cfg.serve, k) for k in ("max_batch_size", "max_inflight_batches", "batch_wait_timeout_s",
+                                                          "num_cpus",
                                                           "torch_threads", "min_replicas", "max_replicas",
                                                           "target_ongoing_requests")},
-            "levels": levels, "replicas_at_end": replicas, "in_process": base, "serving_overhead_ratio": ratio,
+            "levels": levels, "idle_cpu_ms_per_s": measured["idle_cpu_ms_per_s"], "replicas_at_end": replicas, "in_process": base,
+            "in_process_batches": baseline_runs, "serving_overhead_ratio": ratio,
             "goals": {"p99_at_8_le_100ms": at8["p99_ms"] <= 100.0, "no_errors_at_8": at8["error_rate"] == 0,
                       "ratio_ge_0.5": ratio >= 0.5}}
 

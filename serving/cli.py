@@ -27,12 +27,14 @@ def start(cfg: OneLocConfig, checkpoint: str = "") -> str:
     import ray
     from ray import serve
 
-    from oneloc.serving.app import build_app
+    from oneloc.serving.app import build_app, set_serve_env
 
     if not ray.is_initialized():
+        set_serve_env()  # a local Ray started here gets the Serve settings (serving/app.py SERVE_ENV)
         ray.init(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus or None,
                  include_dashboard=cfg.ray.include_dashboard, log_to_driver=False)
-    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port},
+                logging_config={"enable_access_log": cfg.serve.access_log})
     serve.run(build_app({"cfg": cfg, "checkpoint": checkpoint}), name="oneloc", route_prefix="/")
     return f"http://{cfg.serve.host}:{cfg.serve.port}"
 

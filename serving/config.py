@@ -16,6 +16,8 @@ class ServeConfig(Section):
     port: int = 8000
     max_body_bytes: int = Field(default=16_384, description="larger request bodies get 413")
     ingress_num_cpus: float = 0.1
+    ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas (each batches what it "
+                                  "receives; one uses ~3 ms CPU per request)")
     # the model deployment
     checkpoint: str = Field(default="", description="a checkpoint file, or a folder (its newest *.pt); "
                                                     "empty = the folder storage.checkpoints")
@@ -26,13 +28,18 @@ class ServeConfig(Section):
     torch_threads: int = Field(default=1, description="torch intra-op threads per model replica")
     min_replicas: int = 1
     max_replicas: int = 2
-    target_ongoing_requests: float = Field(default=8.0, description="autoscaling target per model replica")
-    max_ongoing_requests: int = Field(default=64, description="per model replica (queue beyond waits)")
+    target_ongoing_requests: float = Field(default=1.0, description="autoscaling target per model replica, in "
+                                           "batches in flight (the ingress sends batches)")
+    max_ongoing_requests: int = Field(default=64, description="batches per model replica (queue beyond waits)")
     upscale_delay_s: float = 3.0
     downscale_delay_s: float = 30.0
     look_back_period_s: float = Field(default=5.0, description="autoscaling averages ongoing requests this long")
-    max_batch_size: int = Field(default=16, description="@serve.batch: requests per beam search")
-    batch_wait_timeout_s: float = Field(default=0.004, description="@serve.batch: wait for more requests")
+    max_batch_size: int = Field(default=16, description="requests per batch (one beam search), formed at the ingress")
+    max_inflight_batches: int = Field(default=0, description="batches the ingress keeps in flight at once; "
+                                      "0 = serve.max_replicas (one per model replica)")
+    batch_wait_timeout_s: float = Field(default=0.0, description="a batch that is not full waits this long for "
+                                        "more while another is in flight (0 = never: batches form from the queue)")
+    access_log: bool = Field(default=False, description="Serve's per-request access log lines (CPU per request)")
     beam: int = Field(default=0, description="beam width; 0 = 2 * the largest k of the batch")
     # answers
     popular_weight: float = Field(default=0.7, ge=0.0, le=1.0,

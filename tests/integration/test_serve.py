@@ -44,7 +44,7 @@ def served(ray_session, kafka_cfg, tmp_path_factory):
     cfg.storage.root = str(root / "state")
     cfg.serve = cfg.serve.model_copy(update=dict(
         port=port, checkpoint=str(ckpts), watch_interval_s=0.5, freshness_s=5.0, orders_start="earliest",
-        min_replicas=1, max_replicas=2, target_ongoing_requests=2, upscale_delay_s=1.0, downscale_delay_s=3.0,
+        min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1.0, downscale_delay_s=3.0,
         look_back_period_s=2.0, max_batch_size=8, num_cpus=0.5))
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"cfg": cfg}), name=APP, route_prefix="/")

@@ -120,3 +120,14 @@ def test_production_topics_have_replication_3():
         assert int(t.configs.get("min.insync.replicas", 1)) == 2, role  # acks=all survives one broker down
         assert (t.name, t.partitions, t.value_schema) == (local[role].name, local[role].partitions,
                                                           local[role].value_schema)
+
+
+def test_rayservice_pods_get_the_ray_serve_settings_of_the_app():
+    from oneloc.serving.app import SERVE_ENV
+
+    for path, doc in manifests("RayService"):
+        spec = doc["spec"]["rayClusterConfig"]
+        for pod in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
+            for c in pod["template"]["spec"]["containers"]:
+                env = {e["name"]: e["value"] for e in c.get("env", [])}
+                assert {k: env.get(k) for k in SERVE_ENV} == SERVE_ENV, (path, c["name"])

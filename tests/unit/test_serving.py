@@ -256,3 +256,107 @@ def test_bootstrap_from_the_ingest_orders_table(tmp_path, timestamps):
     state = UserState(max_len=8)
     assert bootstrap(cfg, state) == 3
     assert state.history("a") == [("1", 1_000), ("3", 3_000)] and state.history("b") == [("2", 2_000)]
+
+
+# -- the ingress batcher and its retry -----------------------------------------------------------------------
+
+def test_batcher_sends_at_once_when_idle_and_batches_what_queues_while_busy():
+    from oneloc.serving.batcher import Batcher
+
+    async def main():
+        sent, gate = [], asyncio.Event()
+
+        async def send(batch):
+            sent.append(list(batch))
+            if len(sent) == 1:
+                await gate.wait()  # the first batch holds the only slot until released
+            return [x * 10 for x in batch]
+
+        b = Batcher(send, max_batch_size=3, max_inflight=1)
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.002)
+        assert sent == [[0]]  # nothing else queued, nothing in flight: it went out alone, at once
+        rest = [asyncio.ensure_future(b.submit(i)) for i in range(1, 6)]
+        await asyncio.sleep(0.01)
+        assert sent == [[0]] and len(b.queue) == 5  # the slot is taken: they queue
+        gate.set()
+        assert await first == 0 and await asyncio.gather(*rest) == [10, 20, 30, 40, 50]
+        assert sent == [[0], [1, 2, 3], [4, 5]] and b.inflight == 0 and b.batches == 3
+
+    asyncio.run(main())
+
+
+def test_batcher_fails_only_the_batch_that_failed():
+    from oneloc.serving.batcher import Batcher
+
+    async def main():
+        async def send(batch):
+            await asyncio.sleep(0.01)
+            if "bad" in batch:
+                raise RuntimeError("replica gone")
+            return [x.upper() for x in batch]
+
+        b = Batcher(send, max_batch_size=2, max_inflight=1)
+        out = await asyncio.gather(*(b.submit(x) for x in ["a", "bad", "c", "d"]), return_exceptions=True)
+        # batches [a], [bad, c], [d]: the failed one fails both its requests, the others are answered
+        assert out[0] == "A" and isinstance(out[1], RuntimeError) and isinstance(out[2], RuntimeError)
+        assert out[3] == "D" and b.inflight == 0
+
+    asyncio.run(main())
+
+
+def test_batcher_wait_fills_a_batch_only_while_another_is_in_flight():
+    from oneloc.serving.batcher import Batcher
+
+    async def main():
+        sent = []
+
+        async def send(batch):
+            sent.append(list(batch))
+            await asyncio.sleep(0.05)
+            return batch
+
+        b = Batcher(send, max_batch_size=4, max_inflight=2, wait_s=0.03)
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.002)
+        assert sent == [[0]]  # none in flight: no wait
+        more = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        assert sent == [[0]]  # a slot is free, but one is in flight and the batch is not full: it waits
+        await asyncio.sleep(0.03)
+        assert sent == [[0], [1, 2]]
+        await asyncio.gather(first, *more)
+
+    asyncio.run(main())
+
+
+def test_call_with_retry_resends_a_batch_whose_replica_died():
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    from oneloc.serving.batcher import call_with_retry
+
+    async def main():
+        calls, retried = [], []
+
+        async def send(batch):
+            calls.append(batch)
+            if len(calls) <= 2:
+                raise ActorDiedError()
+            return ["ok"] * len(batch)
+
+        assert await call_with_retry(send, [1, 2], 2, (RayActorError,), retried.append) == ["ok", "ok"]
+        assert len(calls) == 3 and len(retried) == 2
+        calls.clear()
+        with pytest.raises(RayActorError):  # retries spent: the error reaches the caller
+            await call_with_retry(send, [1], 1, (RayActorError,))
+        assert len(calls) == 2
+
+        async def broken(batch):  # anything else is not retried
+            calls.append(batch)
+            raise ValueError("bug")
+        calls.clear()
+        with pytest.raises(ValueError):
+            await call_with_retry(broken, [1], 2, (RayActorError,))
+        assert len(calls) == 1
+
+    asyncio.run(main())
