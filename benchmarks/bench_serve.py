@@ -227,7 +227,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
     import ray
     from ray import serve
 
-    from oneloc.serving.app import build_app, set_serve_env
+    from oneloc.serving.app import build_app
+    from oneloc.serving.config import set_serve_env
 
     set_serve_env()  # as `oneloc serve` starts local Ray (serving/app.py SERVE_ENV)
     ray.init(num_cpus=cfg.ray.num_cpus or 2, include_dashboard=False, log_to_driver=False)

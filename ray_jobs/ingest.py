@@ -44,6 +44,9 @@ def init_ray(cfg, address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        from oneloc.serving.config import set_serve_env
+
+        set_serve_env()  # the local cluster may host Serve later (demo, loop): its settings go in first
         ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per batch is ours
     ctx = ray.data.DataContext.get_current()

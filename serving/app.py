@@ -37,6 +37,7 @@ from ray.exceptions import RayActorError
 
 from oneloc.serving.api import RequestError, error_response, parse_request, read_limited
 from oneloc.serving.batcher import Batcher, call_with_retry
+from oneloc.serving.config import SERVE_ENV  # noqa: F401  (its settings explain the gRPC paths below)
 from oneloc.serving.metrics import ServeMetrics
 from oneloc.serving.schemas import ErrorBody, Health, RecommendationRequest, RecommendationResponse
 
@@ -272,24 +273,6 @@ def bind_app(cfg, model_deployment=None):
                            max_ongoing_requests=max(256, 4 * s.max_ongoing_requests),
                            logging_config={"enable_access_log": s.access_log},
                            ).bind(model, cfg.model_dump(mode="json"))
-
-
-# Ray Serve settings of the processes (read when they start, so they go in the environment of the Ray
-# cluster: `oneloc serve` and the benchmark set them before starting local Ray; a cluster sets them in its
-# containers, infra/kuberay/rayservice.yaml). Measured on the 2-core VM (oneloc bench serve, c=8): the
-# proxy sends requests to the ingress over gRPC instead of Ray actor calls (proxy 3.7 -> 2.9 ms CPU per
-# request, ingress 4.1 -> 3.5), and user code and the handle's router run on the replica's event loop
-# instead of extra threads; together +20% requests/s at c=8.
-SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-             "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
-
-
-def set_serve_env() -> None:
-    """``SERVE_ENV`` into this process's environment (unless set already), before it starts Ray."""
-    import os
-
-    for k, v in SERVE_ENV.items():
-        os.environ.setdefault(k, v)
 
 
 def _cluster_gpus() -> float:

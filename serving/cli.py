@@ -27,7 +27,8 @@ def start(cfg: OneLocConfig, checkpoint: str = "") -> str:
     import ray
     from ray import serve
 
-    from oneloc.serving.app import build_app, set_serve_env
+    from oneloc.serving.app import build_app
+    from oneloc.serving.config import set_serve_env
 
     if not ray.is_initialized():
         set_serve_env()  # a local Ray started here gets the Serve settings (serving/app.py SERVE_ENV)

@@ -12,7 +12,7 @@ def ray_session():
 
     started = not ray.is_initialized()
     if started:
-        from oneloc.serving.app import set_serve_env
+        from oneloc.serving.config import set_serve_env
 
         set_serve_env()  # the Ray Serve settings `oneloc serve` starts local Ray with (serving/app.py)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

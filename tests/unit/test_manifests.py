@@ -123,7 +123,7 @@ def test_production_topics_have_replication_3():
 
 
 def test_rayservice_pods_get_the_ray_serve_settings_of_the_app():
-    from oneloc.serving.app import SERVE_ENV
+    from oneloc.serving.config import SERVE_ENV
 
     for path, doc in manifests("RayService"):
         spec = doc["spec"]["rayClusterConfig"]
