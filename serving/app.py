@@ -37,7 +37,6 @@ from ray.exceptions import RayActorError
 
 from oneloc.serving.api import RequestError, error_response, parse_request, read_limited
 from oneloc.serving.batcher import Batcher, call_with_retry
-from oneloc.serving.config import SERVE_ENV  # noqa: F401  (its settings explain the gRPC paths below)
 from oneloc.serving.metrics import ServeMetrics
 from oneloc.serving.schemas import ErrorBody, Health, RecommendationRequest, RecommendationResponse
 
