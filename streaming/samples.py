@@ -207,7 +207,7 @@ class SampleBuilder:
             due, u = heapq.heappop(self._due)
             if u in self._open and self._last[u][0] + self.gap_ms == due:
                 out += self._close(u)
-        sp = int(split_code(now_ms, self.cfg))
+        sp = int((now_ms >= self.cfg.train_end_ms) + (now_ms >= self.cfg.val_end_ms))  # split_code, scalar
         if sp != self._split:
             self._split = sp
             for u in sorted(u for u in self._open if self._last[u][1] != sp):
