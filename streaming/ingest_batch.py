@@ -96,18 +96,20 @@ class BatchWriter:
     def apply(self, decoded: pa.Table, covered: Offsets) -> dict[str, int]:
         """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts."""
         ok = pc.equal(decoded["reason"], "")
-        good, bad = decoded.filter(ok), decoded.filter(pc.invert(ok))
-        pois = good.filter(pc.equal(good["schema"], "Poi"))
-        orders = good.filter(pc.equal(good["schema"], "Order"))
-        locs = good.filter(pc.equal(good["schema"], "UserLocation"))
+        bad = decoded.filter(pc.invert(ok))
+        slim = decoded.drop_columns(["key", "value"])  # only dead letters keep the raw bytes
+        schema = decoded["schema"]
+        pois = slim.filter(pc.and_(ok, pc.equal(schema, "Poi")))
+        locs = slim.filter(pc.and_(ok, pc.equal(schema, "UserLocation")))
         self.known |= set(pois["id"].to_pylist())
-        known = pc.is_in(orders["poi_id"], pa.array(sorted(self.known), pa.string()))
-        unknown = orders.filter(pc.invert(known))
+        is_order = pc.and_(ok, pc.equal(schema, "Order"))
+        known = pc.fill_null(pc.is_in(decoded["poi_id"], pa.array(sorted(self.known), pa.string())), False)
+        orders = slim.filter(pc.and_(is_order, known))
+        unknown = decoded.filter(pc.and_(is_order, pc.invert(known)))
         if unknown.num_rows:
             reasons = pa.array([f"invalid Order.poi_id: unknown POI {p!r}" for p in unknown["poi_id"].to_pylist()])
             bad = pa.concat_tables([bad, unknown.set_column(unknown.column_names.index("reason"), "reason", reasons)],
                                    promote_options="permissive")
-            orders = orders.filter(known)
         n = {}
         s = self.sinks
         new_pois = keep_new(pois, s["pois"].offsets)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -299,14 +300,12 @@ class SampleBatch:
             base[u] = n_items
             n_items += len(ext)
         items = [it for ext in self.ext.values() for it in ext]
-        poi = np.fromiter((it[0] for it in items), np.int64, n_items)
-        ts = np.fromiter((it[1] for it in items), np.int64, n_items)
-        lat = np.fromiter((it[2] for it in items), np.float64, n_items)
-        lng = np.fromiter((it[3] for it in items), np.float64, n_items)
+        poi, ts, lat, lng = (np.fromiter(map(itemgetter(j), items), t, n_items)
+                             for j, t in ((0, np.int64), (1, np.int64), (2, np.float64), (3, np.float64)))
         m = len(self.lazy)
-        user = np.fromiter((r[0] for r in self.lazy), np.int64, m)
-        ub = np.fromiter((base[r[0]] for r in self.lazy), np.int64, m)
-        pos = np.fromiter((r[3] for r in self.lazy), np.int64, m)
+        user, target_poi, target_ts, pos, n_in_traj = (np.fromiter(map(itemgetter(j), self.lazy), np.int64, m)
+                                                       for j in range(5))
+        ub = np.fromiter(map(base.__getitem__, map(itemgetter(0), self.lazy)), np.int64, m)
         ln = np.minimum(pos, L)
         start = ub + pos - ln
         offsets = np.zeros(m + 1, dtype=np.int64)
@@ -316,12 +315,11 @@ class SampleBatch:
         off32 = pa.array(offsets.astype(np.int32))
         lazy = {
             "user_id": user, "split": pa.repeat(pa.scalar(SPLITS[0]), m),
-            "target_poi": np.fromiter((r[1] for r in self.lazy), np.int64, m),
-            "target_ts": np.fromiter((r[2] for r in self.lazy), np.int64, m),
+            "target_poi": target_poi, "target_ts": target_ts,
             "last_lat": lat[last], "last_lng": lng[last], "last_ts": ts[last],
             "hist_poi": pa.ListArray.from_arrays(off32, pa.array(poi[idx])),
             "hist_ts": pa.ListArray.from_arrays(off32, pa.array(ts[idx])),
-            "n_in_traj": np.fromiter((r[4] for r in self.lazy), np.int64, m)}
+            "n_in_traj": n_in_traj}
         lazy_t = pa.table({c: pa.array(v, SAMPLE_TYPES[c]) if isinstance(v, np.ndarray) else v.cast(SAMPLE_TYPES[c])
                            for c, v in lazy.items()})
         dicts = [s for _, s in self.emitted if isinstance(s, dict)]
