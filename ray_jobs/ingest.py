@@ -118,6 +118,7 @@ class IngestJob:
 
     def close(self) -> None:
         self.consumer.close()
+        self.writer.close()
         if self.writer.producer is not None:
             self.writer.producer.close()
 

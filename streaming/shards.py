@@ -54,6 +54,10 @@ class ShardWriter:
     def apply(self, orders: pa.Table, offsets: dict) -> int:
         """Feed a batch's valid orders (flat decoded columns, ``lat``/``lng`` = the POI's) and commit;
         returns samples written."""
+        return self.commit(self.prepare(orders), offsets)
+
+    def prepare(self, orders: pa.Table) -> pa.Table:
+        """Feed a batch's valid orders to the builder; the samples they complete (not committed)."""
         fresh = keep_new(orders, self.state.offsets)
         fresh = fresh.take(pc.sort_indices(fresh, [("event_time", "ascending"), ("user_id", "ascending"),
                                                    ("partition", "ascending"), ("offset", "ascending")]))
@@ -71,7 +75,10 @@ class ShardWriter:
             batch.push(i, user, poi, ts, lat, lng)
         made, events = batch.table()
         lineage = fresh.select(["topic", "partition", "offset"]).take(pa.array(events, pa.int64()))
-        made = pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema())
+        return pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema())
+
+    def commit(self, made: pa.Table, offsets: dict) -> int:
+        """Commit the samples of ``prepare``, then the builder's state; returns samples written."""
         table = keep_new(made, self.samples.offsets)
         self.samples.write(table, offsets, partition_by=["split"])
         self.state.write(self._blob(), offsets, mode="overwrite")
