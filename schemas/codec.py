@@ -65,6 +65,7 @@ class SchemaRegistry:
     current: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_fingerprint: dict[bytes, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     fingerprints: dict[str, bytes] = field(default_factory=dict)
+    named: dict[str, Any] = field(default_factory=dict)  # the current named types by full name
 
     @classmethod
     def from_dir(cls, directory: Path = SCHEMA_DIR) -> SchemaRegistry:
@@ -74,6 +75,7 @@ class SchemaRegistry:
             _load(directory / f"{name}.avsc", named)
         for name in SCHEMA_NAMES:
             reg.add(name, _load(directory / f"{name}.avsc", named), current=True)
+        reg.named = named
         for path in sorted((directory / "history").glob("*.avsc")):
             hist_named: dict[str, Any] = {}
             for shared in _SHARED:

@@ -10,8 +10,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from oneloc.errors import ValidationError
 
@@ -66,68 +71,171 @@ def _geo(record: dict[str, Any], name: str) -> None:
     _number(record, name, "lng", -180.0, 180.0)
 
 
-def _user_location(r: dict[str, Any]) -> None:
-    n = "UserLocation"
-    _id(r, n, "event_id")
-    _id(r, n, "user_id")
-    _time(r, n, "event_time")
-    _geo(r, n)
-    if r.get("accuracy_m") is not None:
-        _number(r, n, "accuracy_m", 0.0, None)
-    _choice(r, n, "source", LOCATION_SOURCES)
-
-
-def _order(r: dict[str, Any]) -> None:
-    n = "Order"
-    for k in ("order_id", "user_id", "poi_id"):
-        _id(r, n, k)
-    _time(r, n, "event_time")
-    _number(r, n, "amount", 0.0, None)
-    _currency(r, n)
-    _choice(r, n, "status", ORDER_STATUSES)
-    loc = r.get("user_location")
-    if loc is not None:
-        if not isinstance(loc, dict):
-            raise ValidationError("user_location", "must be a {lat, lng} record or null", n)
-        try:
-            _geo(loc, n)
-        except ValidationError as e:
-            raise ValidationError(f"user_location.{e.field}", e.reason, n) from None
-
-
 def _currency(r: dict[str, Any], n: str) -> None:
     c = _need(r, n, "currency")
     if not (isinstance(c, str) and len(c) == 3 and c.isalpha() and c.isupper()):
         raise ValidationError("currency", f"must be a 3-letter upper-case ISO 4217 code, got {c!r}", n)
 
 
-def _poi(r: dict[str, Any]) -> None:
-    n = "Poi"
-    _id(r, n, "poi_id")
-    if not isinstance(_need(r, n, "category"), str):
-        raise ValidationError("category", "must be a string", n)
-    _geo(r, n)
-    v = _need(r, n, "price_level")
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 4:
-        raise ValidationError("price_level", f"must be an integer in [0, 4], got {v!r}", n)
-    _number(r, n, "avg_spend", 0.0, None)
-    _currency(r, n)
-    _time(r, n, "updated_at")
+# The rules of each schema, in the order they are checked (the first one broken is reported).
+# Each rule has a scalar ``check`` (one record, raises ValidationError) and a vectorised ``passes``
+# (columns of many decoded records as Arrow arrays, see schemas/columnar.py -> a boolean mask that
+# is True only where ``check`` surely passes; a row it rejects goes through ``check`` to get its
+# exact reason, so ``passes`` may be stricter than ``check`` but never laxer).
 
 
-def _dead_letter(r: dict[str, Any]) -> None:
-    n = "DeadLetter"
-    _id(r, n, "topic")
-    _id(r, n, "reason")
-    _time(r, n, "failed_at")
+def _mask(a) -> pa.Array:
+    """A boolean Arrow array with nulls as False."""
+    return pc.fill_null(a, False)
 
 
-RULES: dict[str, Callable[[dict[str, Any]], None]] = {
-    "UserLocation": _user_location,
-    "Order": _order,
-    "Poi": _poi,
-    "DeadLetter": _dead_letter,
+@dataclass(frozen=True)
+class Id:
+    key: str
+
+    def check(self, r: dict[str, Any], n: str) -> None:
+        _id(r, n, self.key)
+
+    def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
+        # a printable non-space ASCII character is never stripped: the string is not blank
+        return _mask(pc.match_substring_regex(cols[self.key], "[!-~]"))
+
+
+@dataclass(frozen=True)
+class Number:
+    key: str
+    lo: float | None
+    hi: float | None
+    optional: bool = False
+
+    def check(self, r: dict[str, Any], n: str) -> None:
+        if not self.optional or r.get(self.key) is not None:
+            _number(r, n, self.key, self.lo, self.hi)
+
+    def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
+        v = cols[self.key]
+        if pa.types.is_floating(v.type):
+            ok = pc.is_finite(v)
+        else:
+            ok = pc.is_valid(v)
+        if self.lo is not None:
+            ok = pc.and_kleene(ok, pc.greater_equal(v, self.lo))
+        if self.hi is not None:
+            ok = pc.and_kleene(ok, pc.less_equal(v, self.hi))
+        return pc.or_(pc.is_null(v), _mask(ok)) if self.optional else _mask(ok)
+
+
+@dataclass(frozen=True)
+class Time:
+    key: str
+
+    def check(self, r: dict[str, Any], n: str) -> None:
+        _time(r, n, self.key)
+
+    def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
+        # ``now_ms`` is taken before the records' ``check`` would run, so it is never later
+        v = cols[self.key]
+        return _mask(pc.and_(pc.greater_equal(v, MIN_TIME_MS), pc.less_equal(v, now_ms + FUTURE_SLACK_MS)))
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str
+    allowed: tuple[str, ...]
+
+    def check(self, r: dict[str, Any], n: str) -> None:
+        _choice(r, n, self.key, self.allowed)
+
+    def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
+        return _mask(pc.is_in(cols[self.key], pa.array(self.allowed, pa.string())))
+
+
+@dataclass(frozen=True)
+class Currency:
+    key: str = "currency"
+
+    def check(self, r: dict[str, Any], n: str) -> None:
+        _currency(r, n)
+
+    def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
+        return _mask(pc.match_substring_regex(cols[self.key], "^[A-Z]{3}$"))
+
+
+@dataclass(frozen=True)
+class Text:
+    key: str
+
+    def check(self, r: dict[str, Any], n: str) -> None:
+        if not isinstance(_need(r, n, self.key), str):
+            raise ValidationError(self.key, "must be a string", n)
+
+    def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
+        v = cols[self.key]
+        return pc.is_valid(v) if pa.types.is_string(v.type) else pa.array(np.zeros(len(v), bool))
+
+
+@dataclass(frozen=True)
+class Level:
+    key: str
+    lo: int
+    hi: int
+
+    def check(self, r: dict[str, Any], n: str) -> None:
+        v = _need(r, n, self.key)
+        if isinstance(v, bool) or not isinstance(v, int) or not self.lo <= v <= self.hi:
+            raise ValidationError(self.key, f"must be an integer in [{self.lo}, {self.hi}], got {v!r}", n)
+
+    def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
+        v = cols[self.key]
+        if not pa.types.is_integer(v.type):
+            return pa.array(np.zeros(len(v), bool))
+        return _mask(pc.and_(pc.greater_equal(v, self.lo), pc.less_equal(v, self.hi)))
+
+
+GEO = (Number("lat", -90.0, 90.0), Number("lng", -180.0, 180.0))
+
+
+@dataclass(frozen=True)
+class OptionalGeo:
+    """A nullable nested {lat, lng} record; its columns are ``key.lat`` and ``key.lng``."""
+
+    key: str
+
+    def check(self, r: dict[str, Any], n: str) -> None:
+        loc = r.get(self.key)
+        if loc is not None:
+            if not isinstance(loc, dict):
+                raise ValidationError(self.key, "must be a {lat, lng} record or null", n)
+            try:
+                _geo(loc, n)
+            except ValidationError as e:
+                raise ValidationError(f"{self.key}.{e.field}", e.reason, n) from None
+
+    def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
+        sub = {rule.key: cols[f"{self.key}.{rule.key}"] for rule in GEO}
+        ok = pc.and_(*(rule.passes(sub, now_ms) for rule in GEO))
+        return pc.or_(pc.is_null(cols[f"{self.key}.lat"]), ok)
+
+
+RULE_SETS: dict[str, tuple] = {
+    "UserLocation": (Id("event_id"), Id("user_id"), Time("event_time"), *GEO,
+                     Number("accuracy_m", 0.0, None, optional=True), Choice("source", LOCATION_SOURCES)),
+    "Order": (Id("order_id"), Id("user_id"), Id("poi_id"), Time("event_time"), Number("amount", 0.0, None),
+              Currency(), Choice("status", ORDER_STATUSES), OptionalGeo("user_location")),
+    "Poi": (Id("poi_id"), Text("category"), *GEO, Level("price_level", 0, 4), Number("avg_spend", 0.0, None),
+            Currency(), Time("updated_at")),
+    "DeadLetter": (Id("topic"), Id("reason"), Time("failed_at")),
 }
+
+
+def _rules(name: str) -> Callable[[dict[str, Any]], None]:
+    def run(r: dict[str, Any]) -> None:
+        for rule in RULE_SETS[name]:
+            rule.check(r, name)
+    return run
+
+
+RULES: dict[str, Callable[[dict[str, Any]], None]] = {name: _rules(name) for name in RULE_SETS}
 
 
 def validate(name: str, record: dict[str, Any]) -> None:
@@ -136,3 +244,16 @@ def validate(name: str, record: dict[str, Any]) -> None:
     if not isinstance(record, dict):
         raise ValidationError("<record>", f"must be a mapping, got {type(record).__name__}", name)
     RULES[name](record)
+
+
+def passes(name: str, cols: dict[str, pa.Array], now_ms: int | None = None) -> np.ndarray:
+    """Vectorised form of ``validate`` over columns of many decoded records (Arrow arrays keyed by
+    field, ``parent.child`` for a nested record's fields; timestamps as epoch ms): a boolean numpy
+    mask, True where every rule of ``name`` surely passes. False does not mean invalid: such rows
+    must go through ``validate`` for their verdict and reason."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    n = len(next(iter(cols.values()))) if cols else 0
+    ok = np.ones(n, dtype=bool)
+    for rule in RULE_SETS[name]:
+        ok &= rule.passes(cols, now_ms).to_numpy(zero_copy_only=False)
+    return ok

@@ -8,11 +8,14 @@ Tables (at ``cfg.storage.table(name)``), each exactly-once on its own (see delta
   dead_letters   raw bytes + topic, partition, offset, reason, failed_at (also sent to the topic)
   neighbor_index decayed order counts per POI and cell (overwrite: one version per batch)
   samples, sample_state   training shards (streaming/shards.py)
-Commit order: catalog, events, dead letters, index, shards. A crash anywhere leaves each table at
+Commit order: catalog, events, dead letters, index, shards (the samples are built in a thread
+meanwhile). A crash anywhere leaves each table at
 a batch boundary; the restart re-reads from the lowest table and each table skips what it has.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -81,6 +84,7 @@ class BatchWriter:
             self.shards = ShardWriter(cfg, parts_of["orders"])
         self.producer = producer
         self.dead_topic = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def starts(self) -> Offsets:
         """Where the next batch starts: the lowest offset any table holds, per partition."""
@@ -96,51 +100,72 @@ class BatchWriter:
     def apply(self, decoded: pa.Table, covered: Offsets) -> dict[str, int]:
         """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts."""
         ok = pc.equal(decoded["reason"], "")
-        good, bad = decoded.filter(ok), decoded.filter(pc.invert(ok))
-        pois = good.filter(pc.equal(good["schema"], "Poi"))
-        orders = good.filter(pc.equal(good["schema"], "Order"))
-        locs = good.filter(pc.equal(good["schema"], "UserLocation"))
+        bad = decoded.filter(pc.invert(ok))
+        slim = decoded.drop_columns(["key", "value"])  # only dead letters keep the raw bytes
+        schema = decoded["schema"]
+        pois = slim.filter(pc.and_(ok, pc.equal(schema, "Poi")))
+        locs = slim.filter(pc.and_(ok, pc.equal(schema, "UserLocation")))
         self.known |= set(pois["id"].to_pylist())
-        known = pc.is_in(orders["poi_id"], pa.array(sorted(self.known), pa.string()))
-        unknown = orders.filter(pc.invert(known))
+        is_order = pc.and_(ok, pc.equal(schema, "Order"))
+        known = pc.fill_null(pc.is_in(decoded["poi_id"], pa.array(sorted(self.known), pa.string())), False)
+        orders = slim.filter(pc.and_(is_order, known))
+        unknown = decoded.filter(pc.and_(is_order, pc.invert(known)))
         if unknown.num_rows:
             reasons = pa.array([f"invalid Order.poi_id: unknown POI {p!r}" for p in unknown["poi_id"].to_pylist()])
             bad = pa.concat_tables([bad, unknown.set_column(unknown.column_names.index("reason"), "reason", reasons)],
                                    promote_options="permissive")
-            orders = orders.filter(known)
         n = {}
         s = self.sinks
-        new_pois = keep_new(pois, s["pois"].offsets)
-        new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
-        new_pois = _last_per_key(new_pois, "id")
-        s["pois"].upsert(project(new_pois, POI_COLS, False), "poi_id", covered)
-        n["pois"] = new_pois.num_rows
-        for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
-            rows = keep_new(rows, s[name].offsets)
-            s[name].write(project(rows, cols, True), covered, partition_by=["event_date"])
-            n[name] = rows.num_rows
-        dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
-        if dead.num_rows and self.producer is not None and self.dead_topic:
-            send_dead_letters(self.producer, self.dead_topic, dead)
-        s["dead_letters"].write(dead, covered)
-        n["dead_letters"] = dead.num_rows
         ix = self.cfg.index
         idx_offsets = s[INDEX_TABLE].offsets
         ip = keep_new(pois, idx_offsets)
         io = keep_new(orders, idx_offsets)
-        if ip.num_rows or io.num_rows:
+        index_changed = bool(ip.num_rows or io.num_rows)
+        if index_changed:  # the index state first: the shards take the POIs' coordinates from it
             cat = ip.select(["id", "category", "lat", "lng", "avg_spend"]).rename_columns(
                 ["poi_id", "category", "lat", "lng", "avg_spend"]).to_pandas()
             self.state = apply_pois(self.state, cat, ix.h3_resolution)
             self.state = apply_orders(self.state, io.select(["poi_id", "event_time", "amount"]).to_pandas(),
                                       ix.half_life_days)
-            s[INDEX_TABLE].write(to_arrow(self.state), covered, mode="overwrite")
+            index_rows = to_arrow(self.state)
         else:
-            s[INDEX_TABLE].write(to_arrow(self.state).slice(0, 0), covered)  # moves offsets only
-        n["index_orders"] = io.num_rows
+            index_rows = to_arrow(self.state).slice(0, 0)  # moves offsets only
+        # The samples are built in a thread while the other tables commit (Delta writes release the
+        # GIL); they are committed last, as before.
+        shard_rows = None
         if self.shards is not None:
-            n["samples"] = self.shards.apply(self.with_poi_coordinates(orders), covered)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oneloc-shards")
+            shard_rows = self._pool.submit(self.shards.prepare, self.with_poi_coordinates(orders))
+        try:
+            new_pois = keep_new(pois, s["pois"].offsets)
+            new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
+            new_pois = _last_per_key(new_pois, "id")
+            s["pois"].upsert(project(new_pois, POI_COLS, False), "poi_id", covered)
+            n["pois"] = new_pois.num_rows
+            for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
+                rows = keep_new(rows, s[name].offsets)
+                s[name].write(project(rows, cols, True), covered, partition_by=["event_date"])
+                n[name] = rows.num_rows
+            dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
+            if dead.num_rows and self.producer is not None and self.dead_topic:
+                send_dead_letters(self.producer, self.dead_topic, dead)
+            s["dead_letters"].write(dead, covered)
+            n["dead_letters"] = dead.num_rows
+            s[INDEX_TABLE].write(index_rows, covered, mode="overwrite" if index_changed else "append")
+            n["index_orders"] = io.num_rows
+        except BaseException:
+            if shard_rows is not None:
+                wait([shard_rows])  # let the thread finish before the error propagates
+            raise
+        if shard_rows is not None:
+            n["samples"] = self.shards.commit(shard_rows.result(), covered)
         return n
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def with_poi_coordinates(self, orders: pa.Table) -> pa.Table:
         """``orders`` with lat/lng = their POI's (from the catalog state; an order has only the user's)."""

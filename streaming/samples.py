@@ -33,15 +33,20 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from oneloc.streaming.config import ShardsConfig
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["user_id", "split", "target_poi", "target_ts", "last_lat", "last_lng", "last_ts",
            "hist_poi", "hist_ts", "n_in_traj"]
+SAMPLE_TYPES = {"user_id": pa.int64(), "split": pa.string(), "target_poi": pa.int64(), "target_ts": pa.int64(),
+                "last_lat": pa.float64(), "last_lng": pa.float64(), "last_ts": pa.int64(),
+                "hist_poi": pa.list_(pa.int64()), "hist_ts": pa.list_(pa.int64()), "n_in_traj": pa.int64()}
 MIN_EVAL_LEN = 3
 
 
@@ -147,11 +152,20 @@ class SampleBuilder:
         self._split = 0            # split of the last ``advance``
 
     def push(self, user_id, poi_id, ts_ms: int, lat: float, lng: float) -> list[dict]:
+        return self._step(user_id, poi_id, ts_ms, lat, lng, None)
+
+    def batch(self) -> SampleBatch:
+        """A bulk form of ``push`` for the ingest job: ``SampleBatch.push`` gives the same samples
+        (and leaves the builder in the same state) but builds the training samples' histories as
+        Arrow columns at the end of the batch (``SampleBatch.table``), not one array per sample."""
+        return SampleBatch(self)
+
+    def _step(self, user_id, poi_id, ts_ms: int, lat: float, lng: float, lazy: SampleBatch | None) -> list:
         if ts_ms < self._now:
             raise ValueError(f"events must come in time order: {ts_ms} < {self._now}")
         self._now = ts_ms
-        sp = int(split_code(ts_ms, self.cfg))
-        out: list[dict] = []
+        sp = int((ts_ms >= self.cfg.train_end_ms) + (ts_ms >= self.cfg.val_end_ms))  # split_code, scalar
+        out: list = []
         prev = self._last.get(user_id)
         traj = prev[2] if prev else 0
         if prev is None or ts_ms - prev[0] > self.gap_ms or sp != prev[1]:
@@ -160,10 +174,14 @@ class SampleBuilder:
         self._last[user_id] = (ts_ms, sp, traj)
         if sp > 0:
             heapq.heappush(self._due, (ts_ms + self.gap_ms, user_id))  # when ``advance`` may close it
-        hist = self._hist.setdefault(user_id, deque(maxlen=self.cfg.history_len))
+        hist = self._hist.get(user_id)
+        if hist is None:
+            hist = self._hist[user_id] = deque(maxlen=self.cfg.history_len)
+        ext = lazy.touch(user_id, hist) if lazy is not None else None
         if sp == 0:
             if hist:
-                out.append(self._sample(user_id, sp, poi_id, ts_ms, traj, hist))
+                out.append(lazy.sample(user_id, poi_id, ts_ms, traj) if lazy is not None
+                           else self._sample(user_id, sp, poi_id, ts_ms, traj, hist))
             self.train_pois.add(poi_id)
             self.train_users.add(user_id)
         elif poi_id not in self.train_pois:
@@ -173,7 +191,10 @@ class SampleBuilder:
             o[0] += 1
             if o[0] >= MIN_EVAL_LEN:
                 o[1] = self._sample(user_id, sp, poi_id, ts_ms, traj, hist)
-        hist.append((poi_id, ts_ms, lat, lng, traj))
+        item = (poi_id, ts_ms, lat, lng, traj)
+        hist.append(item)
+        if ext is not None:
+            lazy.append(user_id, ext, item)
         return out
 
     def advance(self, now_ms: int) -> list[dict]:
@@ -187,7 +208,7 @@ class SampleBuilder:
             due, u = heapq.heappop(self._due)
             if u in self._open and self._last[u][0] + self.gap_ms == due:
                 out += self._close(u)
-        sp = int(split_code(now_ms, self.cfg))
+        sp = int((now_ms >= self.cfg.train_end_ms) + (now_ms >= self.cfg.val_end_ms))  # split_code, scalar
         if sp != self._split:
             self._split = sp
             for u in sorted(u for u in self._open if self._last[u][1] != sp):
@@ -216,6 +237,102 @@ class SampleBuilder:
                 "hist_poi": np.array([h[0] for h in hist], dtype=np.int64),
                 "hist_ts": np.array([h[1] for h in hist], dtype=np.int64),
                 "n_in_traj": sum(1 for h in hist if h[4] == traj)}
+
+
+class SampleBatch:
+    """One ingest batch of a ``SampleBuilder`` (``SampleBuilder.batch()``). ``push`` is
+    ``SampleBuilder.push``, except that a training sample is recorded as (user, position in the
+    user's history stream) instead of being built; ``table`` builds every sample of the batch as
+    Arrow columns at once, in emission order, with the index of the event that emitted each one.
+
+    The user's history stream ``ext[user]`` is the builder's history of the user when the batch
+    first touched them, then every item appended since; the history of a sample at stream position
+    ``p`` is ``ext[p - min(L, p):p]`` (the builder's deque then), and its ``n_in_traj`` the part of
+    it that belongs to the target's trajectory: trajectory numbers only grow along a stream, so
+    that part is the tail from where the trajectory's first item was appended."""
+
+    def __init__(self, builder: SampleBuilder):
+        self.b = builder
+        self.ext: dict = {}       # user -> list of history items (poi, ts, lat, lng, traj)
+        self.run: dict = {}       # user -> (traj of the stream's last item, where that trajectory starts)
+        self.lazy: list = []      # (user, target poi, target ts, stream position, n_in_traj)
+        self.emitted: list = []   # (event index, a sample dict or the index of a lazy sample)
+
+    def touch(self, user, hist: deque) -> list:
+        ext = self.ext.get(user)
+        if ext is None:
+            ext = self.ext[user] = list(hist)
+            if ext:
+                t, k = ext[-1][4], len(ext)
+                while k and ext[k - 1][4] == t:
+                    k -= 1
+                self.run[user] = (t, k)
+            else:
+                self.run[user] = (None, 0)
+        return ext
+
+    def append(self, user, ext: list, item: tuple) -> None:
+        if self.run[user][0] != item[4]:
+            self.run[user] = (item[4], len(ext))
+        ext.append(item)
+
+    def sample(self, user, poi, ts: int, traj: int) -> int:
+        p = len(self.ext[user])
+        t, start = self.run[user]
+        n = p - max(p - min(self.b.cfg.history_len, p), start) if t == traj else 0
+        self.lazy.append((user, poi, ts, p, n))
+        return len(self.lazy) - 1
+
+    def push(self, i: int, user_id, poi_id, ts_ms: int, lat: float, lng: float) -> None:
+        """Event ``i`` of the batch: ``advance`` to its time, then ``push`` it."""
+        b = self.b
+        for s in b.advance(ts_ms):
+            self.emitted.append((i, s))
+        for s in b._step(user_id, poi_id, ts_ms, lat, lng, self):
+            self.emitted.append((i, s))
+
+    def table(self) -> tuple[pa.Table, np.ndarray]:
+        """(the samples of the batch as a table of ``COLUMNS`` with ``SAMPLE_TYPES``, in emission
+        order; per sample the index of the event that emitted it)."""
+        L = self.b.cfg.history_len
+        base, n_items = {}, 0
+        for u, ext in self.ext.items():
+            base[u] = n_items
+            n_items += len(ext)
+        items = [it for ext in self.ext.values() for it in ext]
+        poi, ts, lat, lng = (np.fromiter(map(itemgetter(j), items), t, n_items)
+                             for j, t in ((0, np.int64), (1, np.int64), (2, np.float64), (3, np.float64)))
+        m = len(self.lazy)
+        user, target_poi, target_ts, pos, n_in_traj = (np.fromiter(map(itemgetter(j), self.lazy), np.int64, m)
+                                                       for j in range(5))
+        ub = np.fromiter(map(base.__getitem__, map(itemgetter(0), self.lazy)), np.int64, m)
+        ln = np.minimum(pos, L)
+        start = ub + pos - ln
+        offsets = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(ln, out=offsets[1:])
+        idx = np.repeat(start - offsets[:-1], ln) + np.arange(offsets[-1], dtype=np.int64)
+        last = ub + pos - 1
+        off32 = pa.array(offsets.astype(np.int32))
+        lazy = {
+            "user_id": user, "split": pa.repeat(pa.scalar(SPLITS[0]), m),
+            "target_poi": target_poi, "target_ts": target_ts,
+            "last_lat": lat[last], "last_lng": lng[last], "last_ts": ts[last],
+            "hist_poi": pa.ListArray.from_arrays(off32, pa.array(poi[idx])),
+            "hist_ts": pa.ListArray.from_arrays(off32, pa.array(ts[idx])),
+            "n_in_traj": n_in_traj}
+        lazy_t = pa.table({c: pa.array(v, SAMPLE_TYPES[c]) if isinstance(v, np.ndarray) else v.cast(SAMPLE_TYPES[c])
+                           for c, v in lazy.items()})
+        dicts = [s for _, s in self.emitted if isinstance(s, dict)]
+        eager_t = pa.table({c: pa.array([r[c] for r in dicts], SAMPLE_TYPES[c]) for c in COLUMNS})
+        # emission order: lazy samples are numbered in order; dicts go after them, in order
+        k = np.fromiter((s if not isinstance(s, dict) else -1 for _, s in self.emitted), np.int64, len(self.emitted))
+        is_d = k < 0
+        k[is_d] = m + np.arange(int(is_d.sum()))
+        events = np.fromiter((i for i, _ in self.emitted), np.int64, len(self.emitted))
+        both = pa.concat_tables([lazy_t, eager_t])
+        if not (k == np.arange(len(k))).all():
+            both = both.take(pa.array(k))
+        return both, events
 
 
 def samples_from_events(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFrame:

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from deltalake import write_deltalake
 
 from oneloc.streaming.delta_sink import DeltaSink, app_id, commit_properties, keep_new
-from oneloc.streaming.samples import COLUMNS, SampleBuilder
+from oneloc.streaming.samples import COLUMNS, SAMPLE_TYPES, SampleBuilder
 
 SAMPLES, STATE = "samples", "sample_state"
 FLUSH = ("flush", 0)  # the pseudo partition whose txn version counts flushes
@@ -54,14 +54,17 @@ class ShardWriter:
     def apply(self, orders: pa.Table, offsets: dict) -> int:
         """Feed a batch's valid orders (flat decoded columns, ``lat``/``lng`` = the POI's) and commit;
         returns samples written."""
+        return self.commit(self.prepare(orders), offsets)
+
+    def prepare(self, orders: pa.Table) -> pa.Table:
+        """Feed a batch's valid orders to the builder; the samples they complete (not committed)."""
         fresh = keep_new(orders, self.state.offsets)
         fresh = fresh.take(pc.sort_indices(fresh, [("event_time", "ascending"), ("user_id", "ascending"),
                                                    ("partition", "ascending"), ("offset", "ascending")]))
         b = self.builder
-        out: list[dict] = []
-        cols = [fresh[c].to_pylist() for c in ("topic", "partition", "offset", "user_id", "poi_id", "event_time",
-                                               "lat", "lng")]
-        for topic, part, off, user, poi, ts, lat, lng in zip(*cols, strict=True):
+        batch = b.batch()
+        cols = [fresh[c].to_pylist() for c in ("user_id", "poi_id", "event_time", "lat", "lng")]
+        for i, (user, poi, ts, lat, lng) in enumerate(zip(*cols, strict=True)):
             if ts < b._now:
                 self.late += 1
                 continue
@@ -69,11 +72,14 @@ class ShardWriter:
                 user, poi = int(user), int(poi)
             except ValueError:
                 continue
-            done = b.advance(ts) + b.push(user, poi, ts, lat, lng)
-            for s in done:
-                s["topic"], s["partition"], s["offset"] = topic, part, off
-            out += done
-        table = keep_new(samples_table(out), self.samples.offsets)
+            batch.push(i, user, poi, ts, lat, lng)
+        made, events = batch.table()
+        lineage = fresh.select(["topic", "partition", "offset"]).take(pa.array(events, pa.int64()))
+        return pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema())
+
+    def commit(self, made: pa.Table, offsets: dict) -> int:
+        """Commit the samples of ``prepare``, then the builder's state; returns samples written."""
+        table = keep_new(made, self.samples.offsets)
         self.samples.write(table, offsets, partition_by=["split"])
         self.state.write(self._blob(), offsets, mode="overwrite")
         return table.num_rows
@@ -111,11 +117,9 @@ def samples_table(rows: list[dict]) -> pa.Table:
 
 
 def _schema() -> pa.Schema:
-    types = {"user_id": pa.int64(), "split": pa.string(), "target_poi": pa.int64(), "target_ts": pa.int64(),
-             "last_lat": pa.float64(), "last_lng": pa.float64(), "last_ts": pa.int64(),
-             "hist_poi": pa.list_(pa.int64()), "hist_ts": pa.list_(pa.int64()), "n_in_traj": pa.int64()}
-    assert list(types) == COLUMNS
-    return pa.schema([*types.items(), ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64())])
+    assert list(SAMPLE_TYPES) == COLUMNS
+    return pa.schema([*SAMPLE_TYPES.items(), ("topic", pa.string()), ("partition", pa.int32()),
+                      ("offset", pa.int64())])
 
 
 def read_samples(cfg, split: str | None = None):
