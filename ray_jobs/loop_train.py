@@ -41,13 +41,16 @@ def train_samples(cfg) -> int:
     return 0 if dt is None else dt.to_pyarrow_dataset().count_rows(filter=pds.field("split") == "train")
 
 
-def cycle_config(cfg, steps: int, val_rows: int):
+def cycle_config(cfg, steps: int, val_rows: int, lr: float | None = None):
     """``cfg`` for a loop run: one epoch of at most ``steps`` steps (0: the train section's own), short
-    warm-up, validation on all of the fixed subset, run names of the loop, no per-step lines."""
+    warm-up, peak ``lr`` (None: the train section's), validation on all of the fixed subset, run names
+    of the loop, no per-step lines."""
     train = {"run_name": cfg.loop.run_name, "val_samples": val_rows, "log_every": 0}
     if steps:
         warmup = min(cfg.train.warmup_steps, cfg.loop.warmup_steps)
         train |= {"epochs": 1, "max_steps": steps, "warmup_steps": warmup}
+    if lr is not None:
+        train["lr"] = lr
     rl = {"run_name": f"{cfg.loop.run_name}-rl", "epochs": 1, "max_steps": cfg.loop.rl_steps,
           "warmup_steps": min(cfg.rl.warmup_steps, cfg.loop.warmup_steps)}
     return cfg.model_copy(update={"train": cfg.train.model_copy(update=train),
@@ -79,7 +82,7 @@ def continue_model(cfg, start: str, val: pd.DataFrame) -> dict:
     from oneloc.ray_jobs.train_loop import loop_config
     from oneloc.streaming.dataset import load_pois
 
-    c = cycle_config(cfg, cfg.loop.train_steps, len(val))
+    c = cycle_config(cfg, cfg.loop.train_steps, len(val), cfg.loop.lr)   # fine-tuning: a lower peak LR
     model, tok, model_cfg, _ = load_checkpoint(start)
     data = prepare(cfg, source="delta")
     data.train = latest(known_targets(data.train, tok), cfg.loop.window)
