@@ -13,28 +13,14 @@ import time
 import httpx
 import pytest
 
-from oneloc.config import load_config
 from oneloc.serving.untrained import untrained_checkpoint
 from tests.integration.fixtures_kafka import free_ports
+from tests.integration.fixtures_serve import replica_names, replica_states, retries, two_replica_cfg
 
 pytestmark = pytest.mark.integration
 APP = "oneloc-faults"
 NYC = {"lat": 40.7484, "lng": -73.9857}
 CONCURRENCY, KILL_AT_S, MAX_LOAD_S = 8, 8.0, 60.0
-
-
-def replica_names() -> list[str]:
-    """Names of the live model replica actors (namespace "serve")."""
-    import ray
-
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{APP}#Model#"))
-
-
-def running_replicas() -> int:
-    from ray import serve
-
-    return int(serve.status().applications[APP].deployments["Model"].replica_states.get("RUNNING", 0))
 
 
 async def load(url: str, stop: threading.Event, out: list[tuple[float, int]]) -> None:
@@ -66,10 +52,7 @@ def served(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-faults")
     ckpt = untrained_checkpoint(root / "checkpoints" / "v1.pt", "tiny", seed=0, model_version="v1")
     port = free_ports(1)[0]
-    cfg = load_config(overrides=[f"storage.root={root / 'state'}"])
-    cfg.serve = cfg.serve.model_copy(update=dict(
-        port=port, checkpoint=str(ckpt), follow_orders=False, watch_interval_s=0, min_replicas=2, max_replicas=2,
-        num_cpus=0.5, max_batch_size=8))
+    cfg = two_replica_cfg(root, ckpt, port, max_batch_size=8)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"cfg": cfg}), name=APP, route_prefix="/")
     yield f"http://127.0.0.1:{port}"
@@ -80,7 +63,7 @@ def served(ray_session, tmp_path_factory):
 def test_replica_killed_under_load_error_rate_and_recovery(served):
     import ray
 
-    assert running_replicas() == 2 and len(before := replica_names()) == 2
+    assert replica_states(APP).get("RUNNING") == 2 and len(before := sorted(replica_names(APP))) == 2
     stop, results = threading.Event(), []
     loader = threading.Thread(target=asyncio.run, args=(load(served, stop, results),), daemon=True)
     t0 = time.monotonic()
@@ -95,8 +78,8 @@ def test_replica_killed_under_load_error_rate_and_recovery(served):
         lowest = pre
         while time.monotonic() - t0 < MAX_LOAD_S - 2:
             now = time.monotonic()
-            names = replica_names()
-            if t_replicas is None and victim not in names and len(names) == 2 and running_replicas() == 2:
+            names = replica_names(APP)
+            if t_replicas is None and victim not in names and len(names) == 2 and replica_states(APP).get("RUNNING") == 2:
                 t_replicas = now
             recent = rate([t for t, _ in list(results)], now - 2.0, now)  # req/s over the last 2 s
             lowest = min(lowest, recent) if now - t_kill >= 1.0 else lowest
@@ -109,9 +92,7 @@ def test_replica_killed_under_load_error_rate_and_recovery(served):
         stop.set()
         loader.join(40)
     t_end = time.monotonic()
-    metrics = httpx.get(f"{served}/metrics", timeout=10).text
-    retried = float(next((ln.split()[-1] for ln in metrics.splitlines()
-                          if ln.startswith("oneloc_replica_retries_total")), "nan"))
+    retried = retries(served)
     statuses = [s for _, s in results]
     errors = [s for s in statuses if s != 200]
     error_rate = len(errors) / max(len(statuses), 1)

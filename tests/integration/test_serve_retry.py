@@ -11,9 +11,9 @@ import time
 import httpx
 import pytest
 
-from oneloc.config import load_config
 from oneloc.serving.untrained import untrained_checkpoint
 from tests.integration.fixtures_kafka import free_ports
+from tests.integration.fixtures_serve import replica_names, replica_states, retries, two_replica_cfg
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 APP = "oneloc-retry"
@@ -45,24 +45,6 @@ def dies_once(marker: str):
     return serve.deployment(DiesOnce, name="Model")
 
 
-def retries(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return float(next(ln.split()[-1] for ln in text.splitlines() if ln.startswith("oneloc_replica_retries_total")))
-
-
-def replica_states() -> dict:
-    from ray import serve
-
-    return dict(serve.status().applications[APP].deployments["Model"].replica_states)
-
-
-def replica_names() -> set[str]:
-    import ray
-
-    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{APP}#Model#")}
-
-
 @pytest.fixture(scope="module")
 def served(ray_session, tmp_path_factory):
     from ray import serve
@@ -72,10 +54,7 @@ def served(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-retry")
     ckpt = untrained_checkpoint(root / "checkpoints" / "v1.pt", "tiny", seed=0, model_version="v1")
     port = free_ports(1)[0]
-    cfg = load_config(overrides=[f"storage.root={root / 'state'}"])
-    cfg.serve = cfg.serve.model_copy(update=dict(
-        port=port, checkpoint=str(ckpt), follow_orders=False, watch_interval_s=0, min_replicas=2, max_replicas=2,
-        num_cpus=0.5))
+    cfg = two_replica_cfg(root, ckpt, port)
     marker = str(root / "died")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(bind_app(cfg, dies_once(marker)), name=APP, route_prefix="/")
@@ -87,8 +66,8 @@ def test_a_request_whose_replica_dies_holding_it_is_retried_and_answered(served)
     url, marker = served
     with httpx.Client(base_url=url, timeout=60.0) as http:
         assert http.post("/v1/recommendations", json={"user_id": "warm", **NYC, "k": 3}).status_code == 200
-        assert replica_states().get("RUNNING") == 2 and retries(url) == 0 and not os.path.exists(marker)
-        before = replica_names()
+        assert replica_states(APP).get("RUNNING") == 2 and retries(url) == 0 and not os.path.exists(marker)
+        before = replica_names(APP)
         assert len(before) == 2
 
         r = http.post("/v1/recommendations", json={"user_id": "die", **NYC, "k": 5})
@@ -100,9 +79,9 @@ def test_a_request_whose_replica_dies_holding_it_is_retried_and_answered(served)
 
         # the replica was really lost, and Serve replaces it; requests keep being answered meanwhile
         deadline = time.monotonic() + 90
-        while not (replica_names() - before and replica_states().get("RUNNING") == 2) and time.monotonic() < deadline:
+        while not (replica_names(APP) - before and replica_states(APP).get("RUNNING") == 2) and time.monotonic() < deadline:
             assert http.post("/v1/recommendations", json={"user_id": "die", **NYC, "k": 2}).status_code == 200
             time.sleep(0.5)
-        assert len(replica_names() & before) == 1 and replica_states().get("RUNNING") == 2
+        assert len(replica_names(APP) & before) == 1 and replica_states(APP).get("RUNNING") == 2
         assert http.post("/v1/recommendations", json={"user_id": "die", **NYC, "k": 2}).status_code == 200
         assert retries(url) == 1

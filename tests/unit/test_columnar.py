@@ -1,7 +1,6 @@
 """The vectorised decoder (schemas/columnar.py) gives exactly the per-record path's table: the same
 rows, values, schema names and dead-letter reasons, for valid records and every kind of poison."""
 
-import json
 import random
 import re
 import struct
@@ -12,11 +11,12 @@ import pyarrow as pa
 import pytest
 
 from oneloc.schemas import registry
-from oneloc.schemas.codec import MAGIC, SCHEMA_DIR, SchemaRegistry
+from oneloc.schemas.codec import MAGIC
 from oneloc.schemas.columnar import ColumnarDecoder, plan
 from oneloc.schemas.validation import passes
 from oneloc.streaming import decoder as decoder_mod
 from oneloc.streaming.decoder import RecordDecoder
+from tests.unit.test_schemas import newer_poi_registry
 
 NOW = int(time.time() * 1000)
 EXPECTED = {"orders": "Order", "locs": "UserLocation", "pois": "Poi"}
@@ -260,15 +260,7 @@ def test_chunked_and_sliced_input():
 
 def test_historic_writer_goes_to_the_per_record_path(tmp_path, monkeypatch):
     """Records of a historic schema version are resolved by the per-record path (same result)."""
-    for f in SCHEMA_DIR.glob("*.avsc"):
-        (tmp_path / f.name).write_text(f.read_text())
-    (tmp_path / "history").mkdir()
-    old = json.loads((SCHEMA_DIR / "Poi.avsc").read_text())
-    new = json.loads((SCHEMA_DIR / "Poi.avsc").read_text())
-    new["fields"].append({"name": "brand", "type": ["null", "string"], "default": None})
-    (tmp_path / "history" / "Poi.v1.avsc").write_text(json.dumps(old))
-    (tmp_path / "Poi.avsc").write_text(json.dumps(new))
-    newer = SchemaRegistry.from_dir(tmp_path)
+    newer = newer_poi_registry(tmp_path)
     monkeypatch.setattr(decoder_mod, "registry", lambda: newer)
     rng = random.Random(3)
     items = [("pois", registry().encode("Poi", random_record("Poi", rng, clean=True))) for _ in range(20)]

@@ -102,20 +102,25 @@ def test_expected_schema_is_enforced():
         decode(encode("Poi", poi()), expected="Order")
 
 
-def test_newer_reader_reads_older_data(tmp_path):
-    """Evolution rule 1: a field added with a default. Data written with the old schema
-    (the historic version) decodes with the new reader, the new field taking its default."""
+def newer_poi_registry(folder) -> SchemaRegistry:
+    """A registry of the shipped schemas in ``folder`` with one evolution: Poi gains an optional ``brand``
+    (the shipped Poi becomes its historic version v1)."""
     for f in SCHEMA_DIR.glob("*.avsc"):
-        (tmp_path / f.name).write_text(f.read_text())
-    (tmp_path / "history").mkdir()
+        (folder / f.name).write_text(f.read_text())
+    (folder / "history").mkdir()
     old = json.loads((SCHEMA_DIR / "Poi.avsc").read_text())
     new = json.loads((SCHEMA_DIR / "Poi.avsc").read_text())
     new["fields"].append({"name": "brand", "type": ["null", "string"], "default": None})
-    (tmp_path / "history" / "Poi.v1.avsc").write_text(json.dumps(old))
-    (tmp_path / "Poi.avsc").write_text(json.dumps(new))
+    (folder / "history" / "Poi.v1.avsc").write_text(json.dumps(old))
+    (folder / "Poi.avsc").write_text(json.dumps(new))
+    return SchemaRegistry.from_dir(folder)
 
+
+def test_newer_reader_reads_older_data(tmp_path):
+    """Evolution rule 1: a field added with a default. Data written with the old schema
+    (the historic version) decodes with the new reader, the new field taking its default."""
     old_registry = registry()  # the shipped (older) schemas act as the old writer
-    newer = SchemaRegistry.from_dir(tmp_path)
+    newer = newer_poi_registry(tmp_path)
     data = old_registry.encode("Poi", poi())
     name, rec = newer.decode(data)
     assert name == "Poi" and rec["brand"] is None and rec["poi_id"] == "p1"
