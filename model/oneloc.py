@@ -102,18 +102,14 @@ class OneLoc(nn.Module):
         hidden = self.decoder(self.codes(codes[:, :-1]), memory.states, memory.mask)   # (B * G, L, d)
         return self._logprobs(memory, hidden, list(range(self.num_levels)), codes)
 
-    def next_logprobs(self, memory: Memory, prefix) -> torch.Tensor:
-        """prefix (B * G, l) codes so far -> (B * G, K_l) log-probabilities of code l (float32)."""
-        hidden = self.decoder(self.codes(prefix), memory.states, memory.mask)        # (B * G, l + 1, d)
-        return self._logprobs(memory, hidden[:, -1:], [prefix.size(1)], prefix)[0]
-
     def start_decoding(self, memory: Memory) -> DecodeCache:
         """An empty decoding cache for ``step_logprobs`` (the memory's keys/values, projected once)."""
         return self.decoder.start(memory.states, memory.mask)
 
     def step_logprobs(self, memory: Memory, prefix, cache: DecodeCache) -> torch.Tensor:
-        """``next_logprobs`` one position at a time: the cache holds prefix[:, :-1] (B * G rows, reordered
-        with the beams) and gets the newest code; -> (B * G, K_l) log-probabilities of code l."""
+        """prefix (B * G, l) codes so far -> (B * G, K_l) log-probabilities of code l (float32), one position
+        at a time: the cache holds prefix[:, :-1] (B * G rows, reordered with the beams) and gets the newest
+        code (``level_logprobs`` computes the same for whole sequences)."""
         level = prefix.size(1)
         token = self.codes.tables[level - 1](prefix[:, -1]) if level else None
         hidden = self.decoder.step(token, cache, prefix.size(0))                       # (B * G, d)

@@ -96,12 +96,12 @@ def test_cached_step_decoding_equals_full_recomputation(copy_head):
     codes = torch.stack([torch.randint(0, k, (4 * G,)) for k in model.codebook_sizes], 1)   # (B * G, L)
     cache = model.start_decoding(memory)
     with torch.no_grad():
+        full = model.level_logprobs(memory, codes)          # teacher forcing: every level recomputed at once
         for level in range(model.num_levels):
             if level == 0:                                  # one BOS per request, then G sequences each
                 step = model.step_logprobs(memory, codes[::G, :0], cache)
                 cache.reorder(torch.arange(4).repeat_interleave(G))
-                full = model.next_logprobs(memory, codes[::G, :0])
+                assert torch.allclose(step, full[0][::G], atol=1e-5)
             else:
                 step = model.step_logprobs(memory, codes[:, :level], cache)
-                full = model.next_logprobs(memory, codes[:, :level])
-            assert torch.allclose(step, full, atol=1e-5), level
+                assert torch.allclose(step, full[level], atol=1e-5), level
