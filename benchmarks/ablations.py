@@ -2,7 +2,8 @@
 
     python -m oneloc.benchmarks.ablations --device cuda --epochs 8 --out /tmp/abl
 
-One process per variant (full, no-geo-ids, no-attn-bias, no-gate, no-prompt, no-copy), all on the same
+One process per variant (full, no-geo-ids, no-attn-bias, no-gate, no-prompt, no-copy,
+no-transitions), all on the same
 device at once (a model this small leaves the GPU mostly idle), each the plain training loop
 (ray_jobs/train_loop.py) on the bundled dataset's training samples with the same budget and
 seed. Model selection on validation only: each variant's best epoch by validation ``--metric`` is
@@ -27,6 +28,7 @@ VARIANTS = {
     "no-gate": ["model.gate=false"],
     "no-prompt": ["model.prompt=false"],
     "no-copy": ["model.copy_head=false"],
+    "no-transitions": ["model.transitions=0"],
 }
 
 
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--metric", default="mrr@10", help="validation metric that picks each variant's epoch")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every variant (e.g. train.seed=1)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         d.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "oneloc.ray_jobs.train_loop", "--device", a.device, "--epochs", str(a.epochs),
                "--batch-size", str(a.batch_size), "--out", str(d)]
-        for o in VARIANTS[name]:
+        for o in a.set + VARIANTS[name]:
             cmd += ["--set", o]
         procs[name] = subprocess.Popen(cmd, stdout=open(d / "stdout.log", "w"), stderr=subprocess.STDOUT)
     summary = {}

@@ -1,7 +1,8 @@
 """Build the model's input batch from plain Python lists / numpy: the one function that training,
 evaluation and serving all call.
 
-Batch (dict of tensors; B requests, T = max_len history events, C context size, R ring cells, L levels).
+Batch (dict of tensors; B requests, T = max_len history events, C context size, R ring cells, L levels,
+S transition candidates).
 Histories are padded on the LEFT (the latest event is always at position T - 1) and ``hist_mask`` marks
 the real events, so padding never changes the output:
 
@@ -13,6 +14,8 @@ the real events, so padding never changes the output:
     hist_ctx     (B, T, C) float32 location-context vector of the event's cell (default: the tokenizer's)
     user_loc     (B, 2)    float32 the user's last known location BEFORE the target (never the target's)
     nbr_ctx      (B, R, C) float32 context vectors of the user's cell and its ring (context.neighbor_context)
+    cand_items   (B, S)    long    transition candidates: successors of the latest event (model/transitions.py)
+    cand_counts  (B, S)    float32 their transition counts before the request time (0 = masked)
     target_codes (B, L)    long    semantic ID of the target POI (only when targets are given)
     target_items (B,)      long    item index of the target POI, 0 if unknown (only when targets are given)
 
@@ -73,6 +76,8 @@ def make_batch(tok, histories: list[list], history_ts_ms: list[list[int]], now_t
         "user_loc": torch.as_tensor(np.asarray(user_locs, np.float32).reshape(B, 2)),
         "nbr_ctx": torch.as_tensor(np.asarray(nbr_ctx, np.float32).reshape(B, -1, C)),
     }
+    cand, counts = tok.transitions.candidates(items[:, -1], np.asarray(now_ts_ms, np.int64))
+    batch["cand_items"], batch["cand_counts"] = torch.from_numpy(cand), torch.from_numpy(counts)
     if targets is not None:
         target_items = np.array([tok.index_of(p) for p in targets], np.int64)
         batch["target_items"] = torch.from_numpy(target_items)

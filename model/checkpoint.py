@@ -69,7 +69,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, expected {VERSION}")
     try:
-        cfg = ModelConfig.model_validate({"copy_head": False, **payload["model_cfg"]})  # older files: no copy head
+        # older files: no copy head, no transition candidates
+        cfg = ModelConfig.model_validate({"copy_head": False, "transitions": 0, **payload["model_cfg"]})
         tok_state = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in payload["tokenizer"].items()}
         tokenizer = SemanticIdTokenizer.from_state(tok_state)
         model = OneLoc(cfg, payload["codebook_sizes"], tokenizer.item_codes())

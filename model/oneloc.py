@@ -27,16 +27,18 @@ from oneloc.model.embed import CodeEmbedding, EventEmbedding, LocationEmbedding
 from oneloc.model.encoder import Encoder
 from oneloc.model.gate import LocationGate
 from oneloc.model.prompt import NeighborPrompt
+from oneloc.model.transitions import TransitionCandidates
 
 
 class Memory(NamedTuple):
     """The encoded request: the decoder cross-attends to ``states``; the copy head points at the events."""
 
-    states: torch.Tensor          # (B, M, d) [memory token ; encoder outputs ; prompt tokens]
+    states: torch.Tensor          # (B, M, d) [memory token ; encoder outputs ; prompt tokens ; candidates]
     mask: torch.Tensor            # (B, M)    True = attendable
-    event_keys: torch.Tensor      # (B, T, d) the copy head's keys of the history events (encoder outputs without it)
-    event_codes: torch.Tensor     # (B, T, L) semantic IDs of the history items
-    event_mask: torch.Tensor      # (B, T)    True = a real event of a known item
+    event_keys: torch.Tensor      # (B, E, d) the copy head's keys of the history events and transition
+                                  #           candidates, E = T + S (the states themselves without a copy head)
+    event_codes: torch.Tensor     # (B, E, L) their semantic IDs
+    event_mask: torch.Tensor      # (B, E)    True = a real event / candidate of a known item
 
     def repeat(self, n: int) -> Memory:
         """Each request n times over (rows r, then r again ...): for n candidate sets scored at once."""
@@ -64,13 +66,14 @@ class OneLoc(nn.Module):
         self.prompt = (NeighborPrompt(cfg.ctx_dim, d, nh, cfg.prompt_tokens, d_ff, cfg.dropout)
                        if cfg.prompt else None)
         self.copy = HistoryCopy(d) if cfg.copy_head else None
+        self.transitions = TransitionCandidates(d) if cfg.transitions else None
 
     @property
     def num_levels(self) -> int:
         return len(self.codebook_sizes)
 
     def encode(self, batch: dict) -> Memory:
-        """-> the Memory of the batch, M = 1 + T (+ P with the prompt)."""
+        """-> the Memory of the batch, M = 1 + T (+ P with the prompt) (+ S with transition candidates)."""
         event_codes = self.item_codes[batch["hist_items"]]                        # (B, T, L)
         items = self.codes(event_codes).sum(-2)                                   # (B, T, d)
         mask = batch["hist_mask"]                                                 # (B, T)
@@ -85,8 +88,17 @@ class OneLoc(nn.Module):
             p = self.prompt(user, batch["nbr_ctx"])                               # (B, P, d)
             parts.append(p.to(h.dtype))
             masks.append(mask.new_ones(B, p.size(1)))
-        keys = self.copy.keys(h) if self.copy is not None else h
-        return Memory(torch.cat(parts, 1), torch.cat(masks, 1), keys, event_codes, mask)
+        events, ev_codes, ev_mask = [h], [event_codes], [mask]
+        if self.transitions is not None:
+            cand, counts = batch["cand_items"], batch["cand_counts"]              # (B, S)
+            cand_codes = self.item_codes[cand]                                    # (B, S, L)
+            c = self.transitions(self.codes(cand_codes).sum(-2), counts).to(h.dtype)   # (B, S, d)
+            parts.append(c)
+            masks.append(counts > 0)
+            events, ev_codes, ev_mask = events + [c], ev_codes + [cand_codes], ev_mask + [counts > 0]
+        events = torch.cat(events, 1)                                             # (B, E, d)
+        keys = self.copy.keys(events) if self.copy is not None else events
+        return Memory(torch.cat(parts, 1), torch.cat(masks, 1), keys, torch.cat(ev_codes, 1), torch.cat(ev_mask, 1))
 
     def _logprobs(self, memory: Memory, hidden, levels: list[int], codes) -> list[torch.Tensor]:
         """Decoder states (B * G, n, d) predicting ``levels`` -> their (B * G, K_l) log-probs (float32),
@@ -148,9 +160,15 @@ class OneLoc(nn.Module):
 
 
 def build_model(cfg: ModelConfig, tokenizer) -> OneLoc:
-    """The model for a fitted tokenizer; ctx_dim 0 in the config is taken from its context vectors."""
+    """The model for a fitted tokenizer; ctx_dim 0 in the config is taken from its context vectors, and a
+    tokenizer fitted without transitions gives a model without transition candidates."""
     if cfg.ctx_dim == 0:
         cfg = cfg.model_copy(update={"ctx_dim": tokenizer.ctx_dim})
     elif cfg.ctx_dim != tokenizer.ctx_dim:
         raise ValueError(f"ctx_dim {cfg.ctx_dim} != the tokenizer's context vectors ({tokenizer.ctx_dim})")
+    width = tokenizer.transitions.succ.shape[1]
+    if cfg.transitions and width == 0:
+        cfg = cfg.model_copy(update={"transitions": 0})
+    elif cfg.transitions != width:
+        raise ValueError(f"transitions {cfg.transitions} != the tokenizer's {width} successors per POI")
     return OneLoc(cfg, tokenizer.codebook_sizes, tokenizer.item_codes())

@@ -9,6 +9,9 @@ IDs are unique. Model item index i (1..N) is POI ``poi_ids[i - 1]``; index 0 is 
     tok.id_of(poi_id) -> (c1, c2, c3, c4);  tok.poi_of_id((c1, c2, c3, c4)) -> poi_id
     tok.report  # utilisation per level, collision rate ...
     tok.save("dir");  SemanticIdTokenizer.load("dir")
+
+With ``transitions`` (the training samples' latest event -> target, with times) it also keeps the
+transition log behind the model's transition candidates (model/transitions.py): ``tok.transitions``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from oneloc.model.config import ModelConfig
 from oneloc.model.covisit import covisit_embedding
 from oneloc.model.rq_kmeans import residual_kmeans
+from oneloc.model.transitions import TransitionLog
 from oneloc.model.trie import Trie
 
 
@@ -65,8 +69,11 @@ class SemanticIdTokenizer:
     lng: np.ndarray              # (N,) float64
     ctx: np.ndarray              # (N, C) float32: location-context vector of each POI's cell
     report: dict = field(default_factory=dict)
+    transitions: TransitionLog | None = None   # training transitions (model/transitions.py); None = empty
 
     def __post_init__(self):
+        if self.transitions is None:
+            self.transitions = TransitionLog.fit([], [], [], len(self.poi_ids), 0)
         self._index = {p: i + 1 for i, p in enumerate(self.poi_ids.tolist())}
         self._by_id = {tuple(row): i + 1 for i, row in enumerate(self.codes.tolist())}
 
@@ -101,7 +108,8 @@ class SemanticIdTokenizer:
         ids = self.poi_ids
         return {"poi_ids": ids.tolist() if ids.dtype.kind in "OUS" else ids.astype(np.int64),
                 "codes": self.codes, "codebook_sizes": list(self.codebook_sizes), "category": self.category,
-                "lat": self.lat, "lng": self.lng, "ctx": self.ctx, "report": json.dumps(self.report)}
+                "lat": self.lat, "lng": self.lng, "ctx": self.ctx, "report": json.dumps(self.report),
+                **self.transitions.state()}
 
     @classmethod
     def from_state(cls, s: dict) -> SemanticIdTokenizer:
@@ -109,7 +117,8 @@ class SemanticIdTokenizer:
         ids = np.asarray(ids, dtype=object) if isinstance(ids, list) else np.asarray(ids, dtype=np.int64)
         return cls(ids, np.asarray(s["codes"], np.int64), [int(k) for k in s["codebook_sizes"]],
                    np.asarray(s["category"], np.int64), np.asarray(s["lat"], np.float64),
-                   np.asarray(s["lng"], np.float64), np.asarray(s["ctx"], np.float32), json.loads(s["report"]))
+                   np.asarray(s["lng"], np.float64), np.asarray(s["ctx"], np.float32), json.loads(s["report"]),
+                   TransitionLog.from_state(s, len(ids)))
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
@@ -146,9 +155,12 @@ def poi_vectors(category: np.ndarray, ctx: np.ndarray, sequences: list[list[int]
     return np.concatenate(blocks, 1).astype(np.float32)
 
 
-def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig) -> SemanticIdTokenizer:
+def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig,
+                  transitions=None) -> SemanticIdTokenizer:
     """Fit the semantic IDs of a POI catalog. ``sequences``: lists of POI ids (e.g. training users'
-    check-in sequences) for the collaborative signal; ``ctx`` (N, C): each POI's location context."""
+    check-in sequences) for the collaborative signal; ``ctx`` (N, C): each POI's location context;
+    ``transitions``: (prev POI ids, next POI ids, times in ms) for the top ``cfg.transitions`` successors
+    of each POI (none given: an empty log, the model then has no transition candidates)."""
     poi_ids = np.asarray(poi_ids)
     if poi_ids.dtype.kind in "US":
         poi_ids = poi_ids.astype(object)
@@ -163,6 +175,9 @@ def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig)
                               np.asarray(lng, np.float64), np.asarray(ctx, np.float32))
     tok.report = id_report(codes, t.codebook_size) | {"levels": t.levels, "codebook_size": t.codebook_size,
                                                        "geo_ids": cfg.geo_ids}
+    prev, nxt, times = transitions if transitions is not None else ([], [], [])
+    tok.transitions = TransitionLog.fit([index.get(p, -1) + 1 for p in prev], [index.get(p, -1) + 1 for p in nxt],
+                                        times, len(poi_ids), cfg.transitions if transitions is not None else 0)
     return tok
 
 

@@ -87,7 +87,9 @@ def item_spend(tok, pois: pd.DataFrame) -> np.ndarray:
 
 
 def fit_train_tokenizer(train: pd.DataFrame, pois: pd.DataFrame, model_cfg):
-    """Fit the semantic IDs of the training POIs (targets and histories of training samples)."""
+    """Fit the semantic IDs of the training POIs (targets and histories of training samples), with the
+    training samples' transitions (latest history event -> target, at the target's time) for the
+    transition candidates."""
     from oneloc.model.context import catalog_context
     from oneloc.model.semantic_ids import fit_tokenizer
     from oneloc.streaming.samples import user_sequences
@@ -101,7 +103,9 @@ def fit_train_tokenizer(train: pd.DataFrame, pois: pd.DataFrame, model_cfg):
     lat, lng = p["lat"].to_numpy(), p["lng"].to_numpy()
     ctx, _ = catalog_context(lat, lng, cat, len(cat_of) + 1)
     seqs = [s.tolist() for s in user_sequences(train).values()]
-    return fit_tokenizer(p["poi_id"].to_numpy(np.int64), cat, lat, lng, ctx, seqs, model_cfg)
+    prev = [int(h[-1]) if len(h) else -1 for h in train["hist_poi"]]
+    return fit_tokenizer(p["poi_id"].to_numpy(np.int64), cat, lat, lng, ctx, seqs, model_cfg,
+                         transitions=(prev, train["target_poi"].tolist(), train["target_ts"].tolist()))
 
 
 def latest(train: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -24,8 +24,10 @@ def tiny(seed: int = 0, **switches):
     cat = rng.integers(0, N_CATS, N_POIS)
     ctx, _ = catalog_context(lat, lng, cat, N_CATS)
     seqs = [rng.integers(1, N_POIS + 1, 12).tolist() for _ in range(20)]
-    cfg = ModelConfig(size="tiny", tokenizer={"levels": 2, "codebook_size": 4}, **switches)
-    tok = fit_tokenizer(np.arange(1, N_POIS + 1), cat, lat, lng, ctx, seqs, cfg)
+    cfg = ModelConfig(size="tiny", tokenizer={"levels": 2, "codebook_size": 4}, **({"transitions": 4} | switches))
+    pairs = ([a for s in seqs for a in s[:-1]], [b for s in seqs for b in s[1:]],   # transitions at hours 1..11
+             [3_600_000 * (i + 1) for s in seqs for i in range(len(s) - 1)])
+    tok = fit_tokenizer(np.arange(1, N_POIS + 1), cat, lat, lng, ctx, seqs, cfg, transitions=pairs)
     torch.manual_seed(seed)
     model = build_model(cfg, tok).eval()
     table = cell_context_table(lat, lng, cat, N_CATS)
@@ -59,8 +61,9 @@ def test_forward_loss_and_gradients():
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     memory = model.encode(b)
-    assert memory.states.shape == (4, 1 + 8 + 4, 32) and memory.mask.shape == (4, 13)
-    assert memory.event_keys.shape == (4, 8, 32) and memory.event_codes.shape == (4, 8, model.num_levels)
+    # memory: [memory token ; 8 events ; 4 prompt tokens ; 4 transition candidates]
+    assert memory.states.shape == (4, 1 + 8 + 4 + 4, 32) and memory.mask.shape == (4, 17)
+    assert memory.event_keys.shape == (4, 12, 32) and memory.event_codes.shape == (4, 12, model.num_levels)
     assert torch.isfinite(memory.states).all()  # even the request with an empty history
 
 
@@ -198,15 +201,18 @@ def test_copy_head_mixture_is_a_distribution_at_every_level():
         assert torch.allclose(lp.exp().sum(-1), torch.ones(4), atol=1e-4)
 
 
-def test_copy_head_points_at_the_users_own_events():
+def test_copy_head_points_at_the_users_own_events_and_candidates():
     from oneloc.model.beam_search import beam_search
 
     tok, model, b = tiny()
     with torch.no_grad():
         model.copy.mix.bias.fill_(-20.0)            # g ~ 0: copy wherever some event matches the prefix
     items, scores = beam_search(model, b, tok.trie(), k=3, beam=8)
+    memory = model.encode(b)
     for row in range(3):                            # the three requests with a history
-        own = set(b["hist_items"][row][b["hist_mask"][row]].tolist())
+        # its own events and the transition candidates of its latest event
+        own = set(b["cand_items"][row][memory.event_mask[row, 8:]].tolist())
+        own |= set(b["hist_items"][row][b["hist_mask"][row]].tolist())
         top = [i for i, s in zip(items[row].tolist(), scores[row].tolist(), strict=True) if s > -20]
         assert top and set(top) <= own
     # the request without history gets the generator alone, the same as a model without the head
@@ -229,3 +235,36 @@ def test_checkpoints_written_before_the_copy_head_still_load(tmp_path):
     old, _, cfg, _ = load_checkpoint(tmp_path / "old.pt")
     assert cfg.copy_head is False and old.copy is None
     assert torch.allclose(old.sequence_logprob(b, b["target_codes"]), model.sequence_logprob(b, b["target_codes"]))
+
+
+def test_transition_candidates_are_the_latest_events_successors_counted_before_the_request():
+    from oneloc.model.transitions import TransitionLog
+
+    tok, model, b = tiny()
+    memory = model.encode(b)
+    latest = b["hist_items"][:, -1]
+    cand = torch.from_numpy(tok.transitions.succ)[latest]                             # (4, 4)
+    assert torch.equal(b["cand_items"], cand)
+    assert torch.equal(memory.event_codes[:, 8:], model.item_codes[cand])
+    assert torch.equal(memory.event_mask[:, 8:], b["cand_counts"] > 0)
+    assert not memory.event_mask[3, 8:].any()                                         # empty history: none
+    # the log against brute force: top-S by total count, counts strictly before the request time
+    rng = np.random.default_rng(3)
+    prev, nxt, t = rng.integers(0, 6, 300), rng.integers(0, 6, 300), rng.integers(0, 100, 300) * 1000
+    log = TransitionLog.fit(prev, nxt, t, num_items=5, s=3)
+    for a in range(1, 6):
+        total = {x: int(((prev == a) & (nxt == x)).sum()) for x in range(1, 6)}
+        want = sorted((x for x in total if total[x]), key=lambda x: (-total[x], x))[:3]
+        assert log.succ[a, :len(want)].tolist() == want and (log.succ[a, len(want):] == 0).all()
+        for now in (0, 37_000, 50_500, 10**6):   # a transition at the request time itself is not counted
+            c, n = log.candidates(np.array([a]), np.array([now]))
+            expect = [int(((prev == a) & (nxt == x) & (t < now)).sum()) if x else 0 for x in c[0].tolist()]
+            assert n[0].tolist() == expect
+    assert (log.succ[0] == 0).all()
+
+
+def test_transitions_off_removes_the_candidates():
+    _, model, b = tiny(transitions=0)
+    memory = model.encode(b)
+    assert model.transitions is None and memory.states.shape[1] == 1 + 8 + 4
+    assert not any(n.startswith("transitions.") for n, _ in model.named_parameters())
