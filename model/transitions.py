@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-
 _T = 1 << 44   # times in ms stay below 2**44 (year 2527): stamp = pair number * _T + time
 
 
