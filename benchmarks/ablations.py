@@ -3,7 +3,7 @@
     python -m oneloc.benchmarks.ablations --device cuda --epochs 8 --out /tmp/abl
 
 One process per variant (full, no-geo-ids, no-attn-bias, no-gate, no-prompt, no-copy,
-no-transitions), all on the same
+transitions: an addition, off by default), all on the same
 device at once (a model this small leaves the GPU mostly idle), each the plain training loop
 (ray_jobs/train_loop.py) on the bundled dataset's training samples with the same budget and
 seed. Model selection on validation only: each variant's best epoch by validation ``--metric`` is
@@ -28,7 +28,7 @@ VARIANTS = {
     "no-gate": ["model.gate=false"],
     "no-prompt": ["model.prompt=false"],
     "no-copy": ["model.copy_head=false"],
-    "no-transitions": ["model.transitions=0"],
+    "transitions": ["model.transitions=20"],
 }
 
 

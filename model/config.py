@@ -3,7 +3,7 @@
     cfg.model.size = "tiny" | "default" | "large"     # preset dimensions, see SIZES
     cfg.model.d_model = 256                           # any explicit value overrides the preset
     cfg.model.geo_ids / attn_bias / gate / prompt / copy_head  # ablation switches (False removes the module)
-    cfg.model.transitions = 0                         # no transition candidates (model/transitions.py)
+    cfg.model.transitions = 20                        # transition candidates (model/transitions.py)
 
 ``ctx_dim`` (C, the length of a location-context vector) is 0 by default: it is then taken from the
 context vectors the tokenizer was fitted on (``build_model``), so the model accepts any C.
@@ -57,8 +57,8 @@ class ModelConfig(Section):
     gate: bool = True
     prompt: bool = True
     copy_head: bool = Field(default=True, description="history copy head (model/copy.py): point at the user's own events")
-    transitions: int = Field(default=20, ge=0, description="M successor candidates of the latest event "
-                             "(model/transitions.py); 0 = none")
+    transitions: int = Field(default=0, ge=0, description="S successor candidates of the latest event "
+                             "(model/transitions.py); 0 = none (20 measured no better on validation)")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
 
     def dims(self) -> tuple[int, int, int, int, int]:

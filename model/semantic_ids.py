@@ -175,9 +175,9 @@ def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig,
                               np.asarray(lng, np.float64), np.asarray(ctx, np.float32))
     tok.report = id_report(codes, t.codebook_size) | {"levels": t.levels, "codebook_size": t.codebook_size,
                                                        "geo_ids": cfg.geo_ids}
-    prev, nxt, times = transitions if transitions is not None else ([], [], [])
+    prev, nxt, times = transitions if transitions is not None and cfg.transitions else ([], [], [])
     tok.transitions = TransitionLog.fit([index.get(p, -1) + 1 for p in prev], [index.get(p, -1) + 1 for p in nxt],
-                                        times, len(poi_ids), cfg.transitions if transitions is not None else 0)
+                                        times, len(poi_ids), cfg.transitions if len(prev) else 0)
     return tok
 
 

@@ -17,6 +17,11 @@ masked.
     log = TransitionLog.fit(prev_items, next_items, times_ms, num_items=N, s=20)
     cand, counts = log.candidates(latest_items, now_ms)                 # (B, S) each
     tokens = TransitionCandidates(d)(code_emb_of_cand, counts)          # (B, S, d)
+
+Off by default (``model.transitions = 0``): measured on the H100 (``python -m oneloc.benchmarks.ablations
+--variants oneloc,transitions``, 8 epochs, seeds 0 and 1, 1,000 validation samples) S = 20 gave MRR@10
+0.442 / 0.443 against 0.443 / 0.439 without, Acc@10 0.681 / 0.694 against 0.703 / 0.700: no gain. On this
+data 79% of test targets are in the user's last 50 events and only 2.2% more are a candidate.
 """
 
 from __future__ import annotations
