@@ -71,3 +71,36 @@ def _lookup(table: dict | np.ndarray, ids: np.ndarray) -> np.ndarray:
     if isinstance(table, dict):
         return np.vectorize(table.__getitem__, otypes=[np.float64])(ids)
     return np.asarray(table)[ids]
+
+
+def per_sample(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """[N] float: a rank metric ("acc@k", "mrr", "ndcg@k") of each sample from its 1-based target rank
+    (0 = absent, ``target_rank``)."""
+    r = np.asarray(ranks)
+    hit = r > 0
+    if metric == "mrr":
+        return np.where(hit, 1.0 / np.maximum(r, 1), 0.0)
+    name, k = metric.split("@")
+    inside = hit & (r <= int(k))
+    if name == "acc":
+        return inside.astype(np.float64)
+    if name == "ndcg":
+        return np.where(inside, 1.0 / np.log2(np.maximum(r, 1) + 1.0), 0.0)
+    raise ValueError(f"unknown rank metric {metric!r}")
+
+
+def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metrics: list[str], n_boot: int = 2000,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Difference a - b of each metric on the same samples, with a 95% paired bootstrap interval
+    (the samples are resampled together, so what both get right or wrong cancels out):
+    metric -> {"diff", "lo", "hi"}."""
+    rng = np.random.default_rng(seed)
+    n = len(ranks_a)
+    idx = rng.integers(0, n, (n_boot, n))
+    out = {}
+    for m in metrics:
+        d = per_sample(ranks_a, m) - per_sample(ranks_b, m)                 # [N]
+        boot = d[idx].mean(1)
+        out[m] = {"diff": float(d.mean()), "lo": float(np.percentile(boot, 2.5)),
+                  "hi": float(np.percentile(boot, 97.5))}
+    return out

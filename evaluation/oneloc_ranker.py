@@ -6,7 +6,7 @@ target's location. The ranking is the constrained beam search's top ``max_k`` (v
 POIs by generation log-prob); slots a beam cannot fill (rare) are backfilled with the most
 popular training POIs not yet listed, so every row has ``k`` candidates.
 
-    ranker = OneLocRanker.from_checkpoint("ckpt.pt", max_k=50)
+    ranker = OneLocRanker.from_checkpoint("ckpt.pt", max_k=50)    # "a.pt+b.pt": an ensemble
     metrics = evaluate(ranker, test_samples, catalog)
 """
 
@@ -34,9 +34,11 @@ class OneLocRanker:
 
     @classmethod
     def from_checkpoint(cls, path: str, **kw) -> OneLocRanker:
+        """``path``: one checkpoint, or several joined by '+' for an ensemble (model/ensemble.py)."""
         from oneloc.model.checkpoint import load_checkpoint
+        from oneloc.model.ensemble import load_ensemble
 
-        model, tok, model_cfg, _ = load_checkpoint(path)
+        model, tok, model_cfg, *_ = load_ensemble(path.split("+")) if "+" in path else load_checkpoint(path)
         return cls(model, tok, model_cfg, **kw)
 
     def fit(self, train: pd.DataFrame, catalog: Catalog) -> None:

@@ -18,7 +18,8 @@ import pandas as pd
 
 from oneloc.evaluation.catalog import Catalog, build_catalog
 from oneloc.evaluation.config import EvalConfig
-from oneloc.evaluation.harness import Ranker, evaluate
+from oneloc.evaluation.harness import Ranker, metrics_of, rank_all
+from oneloc.evaluation.metrics import target_rank
 from oneloc.streaming.config import ShardsConfig
 from oneloc.streaming.samples import assert_no_leak, build_samples
 
@@ -46,8 +47,10 @@ def prepare(checkins: pd.DataFrame, cfg: ShardsConfig) -> EvalData:
 
 
 def run_rankers(rankers: dict[str, Ranker], data: EvalData, cfg: EvalConfig, fit: bool = True) -> dict[str, dict]:
-    """name -> {"val": metrics, "test": metrics, "tuned": {...}, "fit_s": seconds} for each ranker.
-    ``fit=False`` for rankers that arrive trained (a OneLoc checkpoint)."""
+    """name -> {"val": metrics, "test": metrics, "tuned": {...}, "fit_s": seconds, "target_ranks": {split:
+    [N] 1-based rank of each sample's target, 0 = absent}} for each ranker (the ranks let the report
+    compare two rankers sample by sample). ``fit=False`` for rankers that arrive trained (a OneLoc
+    checkpoint)."""
     out = {}
     for name, r in rankers.items():
         t0 = time.perf_counter()
@@ -56,7 +59,10 @@ def run_rankers(rankers: dict[str, Ranker], data: EvalData, cfg: EvalConfig, fit
         tuned = r.tune(data.val) if fit and hasattr(r, "tune") and len(data.val) else {}
         fit_s = time.perf_counter() - t0
         kw = dict(ks=cfg.ks, ndcg_ks=cfg.ndcg_ks, geo_ks=cfg.geo_ks)
-        out[name] = {"val": evaluate(r, data.val, data.catalog, **kw),
-                     "test": evaluate(r, data.test, data.catalog, **kw), "tuned": tuned, "fit_s": round(fit_s, 1)}
+        out[name] = {"tuned": tuned, "fit_s": round(fit_s, 1), "target_ranks": {}}
+        for split, samples in (("val", data.val), ("test", data.test)):
+            ranked = rank_all(r, samples, data.catalog)
+            out[name][split] = metrics_of(ranked, samples, data.catalog, **kw) | {"ranked_k": ranked.shape[1]}
+            out[name]["target_ranks"][split] = target_rank(ranked, samples["target_poi"].to_numpy()).tolist()
         log.info("%s: test %s", name, {k: round(v, 4) for k, v in out[name]["test"].items()})
     return out

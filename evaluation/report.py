@@ -68,6 +68,30 @@ def bar_chart(results: dict[str, dict], path: str | Path, split: str = "test") -
     plt.close(fig)
 
 
+MARGIN_METRICS = ["acc@1", "acc@5", "acc@10", "acc@20", "mrr", "ndcg@5", "ndcg@10"]
+
+
+def margin_table(results: dict[str, dict], kinds: dict[str, str], split: str = "test") -> list[str]:
+    """Markdown lines: each OneLoc row minus the best baseline (by validation MRR) on the same samples,
+    with 95% paired bootstrap intervals (metrics.paired_bootstrap); [] without both kinds of rows."""
+    from oneloc.evaluation.metrics import paired_bootstrap
+
+    ranked = {n: r for n, r in results.items() if split in r.get("target_ranks", {})}
+    base = [n for n in ranked if kinds.get(n, "baseline") == "baseline"]
+    ours = [n for n in ranked if kinds.get(n) == "oneloc"]
+    if not base or not ours:
+        return []
+    best = max(base, key=lambda n: results[n]["val"].get("mrr", 0.0))
+    lines = [f"## Margin over the best baseline ({best}, by validation MRR), {split} split", "",
+             "Difference on the same samples, 95% paired bootstrap interval in brackets (2,000 resamples).", "",
+             "| method | " + " | ".join(MARGIN_METRICS) + " |", "|---" * (len(MARGIN_METRICS) + 1) + "|"]
+    for n in ours:
+        d = paired_bootstrap(ranked[n]["target_ranks"][split], ranked[best]["target_ranks"][split], MARGIN_METRICS)
+        lines.append(f"| {n} | " + " | ".join(f"{d[m]['diff']:+.4f} [{d[m]['lo']:+.3f}, {d[m]['hi']:+.3f}]"
+                                              for m in MARGIN_METRICS) + " |")
+    return lines + [""]
+
+
 def write_report(results: dict[str, dict], json_path: str | Path, summary: dict | None = None,
                  kinds: dict[str, str] | None = None) -> dict[str, str]:
     """Write <stem>.json, <stem>.md and <stem>.png next to each other; returns their paths."""
@@ -81,6 +105,7 @@ def write_report(results: dict[str, dict], json_path: str | Path, summary: dict 
     text = [f"# Evaluation (test split, {n} samples; candidates = all training POIs, full ranking)", "",
             markdown_table(results, "test", kinds), "", "## Validation split", "",
             markdown_table(results, "val", kinds, published=False), ""]
+    text += margin_table(results, kinds or {})
     tuned = {k: r["tuned"] for k, r in results.items() if r.get("tuned")}
     if tuned:
         text += ["## Tuned on validation", ""] + [f"- {k}: {json.dumps(v, default=float)}" for k, v in tuned.items()]

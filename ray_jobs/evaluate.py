@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="[NAME=]PATH",
-                        help="OneLoc checkpoint to evaluate (repeatable, e.g. one per ablation); none = baselines only")
+                        help="OneLoc checkpoint to evaluate (repeatable, e.g. one per ablation; "
+                             "'a.pt+b.pt' = an ensemble of both); none = baselines only")
     parser.add_argument("--out", help="report JSON path (default <storage.reports>/<eval.report_name>.json)")
     parser.add_argument("--baselines", default="all", help="all | none | comma-separated names")
 

@@ -58,3 +58,25 @@ def test_metrics_of_uses_catalog_locations_and_spend():
     assert m["ndcg@2"] == pytest.approx((1 / math.log2(3) + 1) / 2)
     assert m["dist@1"] == pytest.approx(111.195 / 2, abs=1e-3)      # 0 km, then 1 degree
     assert m["gmv@1"] == 32.0
+
+
+def test_per_sample_metrics_and_paired_bootstrap():
+    from oneloc.evaluation.metrics import paired_bootstrap, per_sample
+
+    ranks = np.array([1, 3, 0, 12])
+    assert per_sample(ranks, "acc@1").tolist() == [1, 0, 0, 0]
+    assert per_sample(ranks, "acc@10").tolist() == [1, 1, 0, 0]
+    assert np.allclose(per_sample(ranks, "mrr"), [1, 1 / 3, 0, 1 / 12])
+    assert np.allclose(per_sample(ranks, "ndcg@5"), [1, 0.5, 0, 0])
+    # a ranker better on 30 of 1000 samples and equal elsewhere: the interval excludes 0
+    b = np.full(1000, 20)
+    a = b.copy()
+    a[:30] = 1
+    d = paired_bootstrap(a, b, ["acc@1", "acc@20"])
+    assert abs(d["acc@1"]["diff"] - 0.03) < 1e-12 and 0 < d["acc@1"]["lo"] < 0.03 < d["acc@1"]["hi"]
+    assert d["acc@20"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0}
+    # a noisy difference of zero on average: the interval contains 0
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 15, 500)
+    e = paired_bootstrap(x, rng.permutation(x), ["mrr"])["mrr"]
+    assert abs(e["diff"]) < 1e-12 and e["lo"] < 0 < e["hi"]

@@ -105,3 +105,35 @@ def test_cached_step_decoding_equals_full_recomputation(copy_head):
             else:
                 step = model.step_logprobs(memory, codes[:, :level], cache)
                 assert torch.allclose(step, full[level], atol=1e-5), level
+
+
+def test_ensemble_decodes_the_members_mean_distribution(tmp_path):
+    from oneloc.model.ensemble import Ensemble, load_ensemble
+
+    tok, a, b = tiny(seed=0)
+    _, other, _ = tiny(seed=0)
+    torch.manual_seed(5)
+    for p in other.parameters():
+        p.data += 0.3 * torch.randn_like(p)                    # same tokenizer, other weights
+    # one member: the model itself
+    items1, scores1 = beam_search(Ensemble([a]).eval(), b, tok.trie(), k=5, beam=8)
+    items0, scores0 = beam_search(a, b, tok.trie(), k=5, beam=8)
+    assert torch.equal(items1, items0) and torch.allclose(scores1, scores0, atol=1e-5)
+    # two members: each level's distribution is the mean of theirs (checked at the first level)
+    ens = Ensemble([a, other.eval()]).eval()
+    prefix = torch.zeros(4, 0, dtype=torch.long)
+    mem = ens.encode(b)
+    got = ens.step_logprobs(mem, prefix, ens.start_decoding(mem))
+    want = [m.step_logprobs(m.encode(b), prefix, m.start_decoding(m.encode(b))).exp() for m in (a, other)]
+    assert torch.allclose(got.exp(), (want[0] + want[1]) / 2, atol=1e-5)
+    items, scores = beam_search(ens, b, tok.trie(), k=5, beam=8)
+    assert ((items >= 1) & (items <= N_POIS)).all() and (scores[:, :-1] >= scores[:, 1:]).all()
+    # loading: members must share the semantic IDs
+    save_checkpoint(tmp_path / "a.pt", a, tok, a.cfg)
+    save_checkpoint(tmp_path / "b.pt", other, tok, other.cfg)
+    model, tok2, _ = load_ensemble([str(tmp_path / "a.pt"), str(tmp_path / "b.pt")])
+    assert torch.equal(beam_search(model, b, tok2.trie(), k=5, beam=8)[0], items)
+    tok_c, c, _ = tiny(seed=1)
+    save_checkpoint(tmp_path / "c.pt", c, tok_c, c.cfg)
+    with pytest.raises(ValueError, match="another tokenizer"):
+        load_ensemble([str(tmp_path / "a.pt"), str(tmp_path / "c.pt")])
