@@ -94,13 +94,17 @@ def margin_table(results: dict[str, dict], kinds: dict[str, str], split: str = "
 
 def write_report(results: dict[str, dict], json_path: str | Path, summary: dict | None = None,
                  kinds: dict[str, str] | None = None) -> dict[str, str]:
-    """Write <stem>.json, <stem>.md and <stem>.png next to each other; returns their paths."""
+    """Write <stem>.json, <stem>.md, <stem>.png and <stem>-ranks.json (every sample's target rank, for
+    paired comparisons) next to each other; returns their paths."""
     p = Path(json_path)
     p.parent.mkdir(parents=True, exist_ok=True)
     md, png = p.with_suffix(".md"), p.with_suffix(".png")
+    ranks = p.with_name(p.stem + "-ranks.json")       # each sample's target rank per ranker, compact
     doc = {"protocol": "GETNext, Foursquare NYC", "summary": summary or {}, "published": PUBLISHED,
-           "results": results, "kinds": kinds or {}}
+           "results": {n: {k: v for k, v in r.items() if k != "target_ranks"} for n, r in results.items()},
+           "kinds": kinds or {}, "target_ranks_file": ranks.name}
     p.write_text(json.dumps(doc, indent=2, default=float))
+    ranks.write_text(json.dumps({n: r.get("target_ranks", {}) for n, r in results.items()}, separators=(",", ":")))
     n = (summary or {}).get("test_samples", "?")
     text = [f"# Evaluation (test split, {n} samples; candidates = all training POIs, full ranking)", "",
             markdown_table(results, "test", kinds), "", "## Validation split", "",
@@ -111,4 +115,4 @@ def write_report(results: dict[str, dict], json_path: str | Path, summary: dict 
         text += ["## Tuned on validation", ""] + [f"- {k}: {json.dumps(v, default=float)}" for k, v in tuned.items()]
     md.write_text("\n".join(text) + "\n")
     bar_chart(results, png)
-    return {"json": str(p), "markdown": str(md), "png": str(png)}
+    return {"json": str(p), "markdown": str(md), "png": str(png), "ranks": str(ranks)}

@@ -108,7 +108,14 @@ def test_run_and_report(data, tmp_path):
     assert doc["results"]["markov"]["tuned"] == {}
     md = (tmp_path / "r.md").read_text()
     assert "| GETNext (SIGIR 2022) | published | 0.2435" in md and "| markov | baseline |" in md
-    assert (tmp_path / "r.png").stat().st_size > 1000 and set(paths) == {"json", "markdown", "png"}
+    assert (tmp_path / "r.png").stat().st_size > 1000 and set(paths) == {"json", "markdown", "png", "ranks"}
+    ranks = json.loads((tmp_path / "r-ranks.json").read_text())
+    assert len(ranks["markov"]["test"]) == 1 and ranks["markov"]["val"] == []
+    assert "Margin" not in md                                   # no OneLoc row: no margin table
+    from oneloc.evaluation.report import margin_table
+
+    lines = margin_table(results, {"markov": "oneloc"})
+    assert "most-popular" in lines[0] and lines[-2].startswith("| markov | ")
     assert PUBLISHED["STHGCN (SIGIR 2023)"]["mrr"] == 0.3915
 
 
