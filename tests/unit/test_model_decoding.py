@@ -137,3 +137,24 @@ def test_ensemble_decodes_the_members_mean_distribution(tmp_path):
     save_checkpoint(tmp_path / "c.pt", c, tok_c, c.cfg)
     with pytest.raises(ValueError, match="another tokenizer"):
         load_ensemble([str(tmp_path / "a.pt"), str(tmp_path / "c.pt")])
+
+
+def test_checkpoint_averaging_is_the_mean_of_the_weights(tmp_path):
+    from oneloc.model.average import average_checkpoints
+
+    tok, a, b = tiny(seed=0)
+    _, other, _ = tiny(seed=0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    save_checkpoint(tmp_path / "a.pt", a, tok, a.cfg)
+    save_checkpoint(tmp_path / "b.pt", other, tok, other.cfg)
+    average_checkpoints([str(tmp_path / "a.pt"), str(tmp_path / "b.pt")], str(tmp_path / "avg.pt"))
+    avg, _, _, extra = load_checkpoint(tmp_path / "avg.pt")
+    for (name, p), q in zip(a.named_parameters(), avg.parameters(), strict=True):
+        assert torch.allclose(q, p + 0.5, atol=1e-6), name
+    assert torch.equal(avg.item_codes, a.item_codes) and len(extra["averaged_from"]) == 2
+    tok_c, c, _ = tiny(seed=0, transitions=0)
+    save_checkpoint(tmp_path / "c.pt", c, tok_c, c.cfg)
+    with pytest.raises(ValueError, match="another model config"):
+        average_checkpoints([str(tmp_path / "a.pt"), str(tmp_path / "c.pt")], str(tmp_path / "x.pt"))
