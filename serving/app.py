@@ -175,9 +175,10 @@ class Model:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model, cfg: dict):
-        # batches go to the model replicas over gRPC (serving/config.py SERVE_ENV) rather than as Ray actor calls: measured c=8 123 -> 130 req/s, c=32 169 -> 181. A replica that dies
-        # holding a batch still fails the call with a RayActorError (ActorUnavailableError / ActorDiedError),
-        # which _send retries (tests/integration/test_serve_retry.py).
+        # batches go to the model replicas over gRPC (serving/config.py SERVE_ENV) rather than as Ray actor
+        # calls: measured c=8 123 -> 130 req/s, c=32 169 -> 181. A replica that dies holding a batch still
+        # fails the call with a RayActorError (ActorUnavailableError / ActorDiedError), which _send retries
+        # (tests/integration/test_serve_retry.py).
         self.model, self.cfg = model.options(_by_reference=False), _config(cfg)
         s = self.cfg.serve
         self.limit = s.max_body_bytes

@@ -16,8 +16,8 @@ class ServeConfig(Section):
     port: int = 8000
     max_body_bytes: int = Field(default=16_384, description="larger request bodies get 413")
     ingress_num_cpus: float = 0.1
-    ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas (each batches what it "
-                                  "receives; one uses ~3 ms CPU per request)")
+    ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas (each serves HTTP behind "
+                                  "HAProxy and batches what it receives; ~0.5-1 ms CPU per request)")
     # the model deployment
     checkpoint: str = Field(default="", description="a checkpoint file, or a folder (its newest *.pt); "
                                                     "empty = the folder storage.checkpoints")
@@ -75,30 +75,27 @@ SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRA
              "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
-# Where HAProxy keeps its files and the ports it (and the fallback proxy) listens on besides the HTTP port:
-# Ray's defaults are one fixed folder (/tmp/haproxy-serve) and fixed ports, fine for one cluster per node
-# (KubeRay) but not for several local Ray clusters on one machine (tests, benchmarks, other clones).
-HAPROXY_FILES = {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg", "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
-                 "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
-                 "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock"}
+# The ports HAProxy (stats page, Prometheus metrics) and the fallback proxy listen on besides the HTTP port:
+# Ray's defaults are fixed (8404, 9101, 8500, ...), fine for one cluster per node (KubeRay) but not for several
+# local Ray clusters on one machine (tests, benchmarks, other clones); Ray already keeps HAProxy's files
+# apart (under the node's id).
 SIDE_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
               "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
 
 
 def set_serve_env() -> None:
     """``SERVE_ENV`` into this process's environment (unless set already), before it starts a local Ray;
-    and HAProxy's files in a folder of their own and its side ports free ones (``HAPROXY_FILES``)."""
+    and free ports for ``SIDE_PORTS`` (unless set)."""
     import os
     import socket
-    import tempfile
 
     for k, v in SERVE_ENV.items():
         os.environ.setdefault(k, v)
-    if not any(k in os.environ for k in HAPROXY_FILES):
-        folder = tempfile.mkdtemp(prefix="oneloc-haproxy-")
-        os.environ.update({k: os.path.join(folder, name) if name else folder for k, name in HAPROXY_FILES.items()})
+    held = []  # each port stays bound until all are picked, so that they differ
     for k in SIDE_PORTS:
         if k not in os.environ:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                os.environ[k] = str(s.getsockname()[1])
+            held.append(socket.socket())
+            held[-1].bind(("127.0.0.1", 0))
+            os.environ[k] = str(held[-1].getsockname()[1])
+    for s in held:
+        s.close()

@@ -241,18 +241,15 @@ def test_serve_config_files_are_valid_and_build_the_app(path):
     assert model._deployment_config.autoscaling_config.max_replicas == int(overrides["serve.max_replicas"])
 
 
-def test_set_serve_env_keeps_what_is_set_and_gives_haproxy_a_folder_and_ports_of_its_own(monkeypatch):
+def test_set_serve_env_keeps_what_is_set_and_gives_the_side_ports_free_ones(monkeypatch):
     import os
 
-    from oneloc.serving.config import HAPROXY_FILES, SERVE_ENV, SIDE_PORTS, set_serve_env
+    from oneloc.serving.config import SERVE_ENV, SIDE_PORTS, set_serve_env
 
-    env = {k: v for k, v in os.environ.items() if k not in {*SERVE_ENV, *HAPROXY_FILES, *SIDE_PORTS}}
+    env = {k: v for k, v in os.environ.items() if k not in {*SERVE_ENV, *SIDE_PORTS}}
     monkeypatch.setattr(os, "environ", env | {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"})  # the user's: kept
     set_serve_env()
     assert {k: os.environ[k] for k in SERVE_ENV} == SERVE_ENV | {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"}
-    folder = os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
-    assert os.path.isdir(folder) and folder != "/tmp/haproxy-serve"
-    assert all(os.path.dirname(os.environ[k]) == folder for k, name in HAPROXY_FILES.items() if name)
     ports = [int(os.environ[k]) for k in SIDE_PORTS]
     assert len(set(ports)) == len(ports) and all(p > 0 for p in ports)
 
