@@ -65,9 +65,9 @@ class ServeConfig(Section):
 #   Python proxy actor. With the proxy, every request cost the proxy and the ingress Ray actor calls: the
 #   request over gRPC, then two calls back from the ingress to the proxy (the body, then the wait for the
 #   client's disconnect); measured on the 2-core VM at c=32 (oneloc bench serve): proxy 2.3 + ingress 2.5
-#   ms CPU per request -> HAProxy 0.1 + ingress 0.7 (docs/results/serve/, serving/README.md). An ingress
+#   ms CPU per request -> HAProxy 0.1 + ingress 0.5 (docs/results/serve/bench-s3-*, docs/OPERATIONS.md). An ingress
 #   replica that stops keeps serving for the draining period while HAProxy drops it (Ray's default 30 s
-#   is for external load balancers; HAProxy here is updated by the Serve controller within a second).
+#   is for external load balancers; HAProxy here is updated by the Serve controller itself).
 # - The fallback proxy (requests while no ingress replica runs) sends them to the ingress over gRPC, and
 #   user code and the handle's router run on the replica's event loop instead of extra threads.
 SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
