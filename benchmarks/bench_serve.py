@@ -8,12 +8,13 @@ the model's own batched throughput in-process (the serving-overhead ratio).
 2. the application on 127.0.0.1 (local Ray, no Kafka: histories of the bundled check-ins, ``serve.bootstrap
    = dataset``), an untrained checkpoint of the model size unless ``serve.checkpoint`` is set, the model
    deployment pinned at ``serve.max_replicas`` replicas (steady state, no scale-up transient);
-3. a separate process (asyncio + aiohttp, a light client) drives closed-loop clients at concurrency 1, 8 and 32, each level
-   a fixed time after a warm-up: p50 / p99 latency, throughput, error rate, and the CPU each part of the
-   machine used per request meanwhile (``cpu_ms_per_request``: proxy, ingress, model replicas, load
-   generator, Ray's daemons, other = everything else on the machine, e.g. other users' jobs) and the mean
-   batch size a request was served in (``mean_batch``); before the levels, the CPU the parts use with no
-   load (``idle_cpu_ms_per_s``).
+3. a separate process (asyncio + aiohttp, a light client) drives closed-loop clients at concurrency 1, 8 and
+   32, each level a fixed time after a warm-up: p50 / p99 latency, throughput, error rate, and the CPU each
+   part of the machine used per request meanwhile (``cpu_ms_per_request``: haproxy (HTTP in front of the
+   ingress, serving/config.py SERVE_ENV), proxy (Serve's proxy actor, a fallback then), ingress, model
+   replicas, load generator, Ray's daemons, other = everything else on the machine, e.g. other users' jobs)
+   and the mean batch size a request was served in (``mean_batch``); before the levels, the CPU the parts
+   use with no load (``idle_cpu_ms_per_s``).
 serving_overhead_ratio = best HTTP throughput / in-process throughput (1.0 = Serve adds no cost).
 Goals on the 2-core CPU, default model: p99 <= 100 ms at concurrency 8 with no errors, ratio >= 0.5.
 
@@ -47,7 +48,8 @@ def request_bodies(n: int = 500, seed: int = 0) -> list[dict]:
 
 # -- the load generator (runs in its own process) -------------------------------------------------------------
 
-CPU_GROUPS = (("proxy", "ProxyActor"), ("ingress", ":Ingress"), ("model", ":Model"), ("controller", "ServeController"),
+CPU_GROUPS = (("proxy", "ProxyActor"), ("haproxy", "haproxy"), ("ingress", ":Ingress"), ("model", ":Model"),
+              ("controller", "ServeController"),
               ("ray_core", "gcs_server"), ("ray_core", "raylet"), ("ray_core", "ray/dashboard"),
               ("ray_core", "log_monitor"), ("ray_core", "default_worker"))
 
@@ -60,8 +62,8 @@ def batch_totals(metrics: str) -> tuple[float, float]:
 
 
 def cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) of this machine's processes, by part: the Serve proxy, the ingress and model
-    replicas, the controller, Ray's own daemons, this load generator, everything else (from /proc)."""
+    """CPU seconds (user + system) of this machine's processes, by part: HAProxy, the Serve proxy, the ingress and
+    model replicas, the controller, Ray's own daemons, this load generator, everything else (from /proc)."""
     import os
 
     tick = os.sysconf("SC_CLK_TCK")

@@ -9,6 +9,8 @@
     app = build_app({"config": "my.yaml", "overrides": ["serve.max_replicas=4"], "checkpoint": "/ckpts"})
     serve.run(app)             # or `oneloc serve`, or `serve deploy infra/serve_config.yaml`
 
+HTTP reaches the ``Ingress`` replicas through HAProxy (Ray Serve's direct ingress, serving/config.py
+``SERVE_ENV``): each ingress replica serves HTTP itself, with no Serve proxy actor in the request path.
 The ``Ingress`` batches: concurrent requests are parsed and validated there, then go to the model deployment
 as batches, one handle call each (serving/batcher.py: adaptive, no timer; a request that finds a model
 replica free goes out at once, the ones that arrive while the replicas are busy form the next batch, up to
@@ -173,10 +175,10 @@ class Model:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model, cfg: dict):
-        # batches go to the model replicas over gRPC (as the proxy's requests come here, serving/config.py SERVE_ENV) rather
-        # than as Ray actor calls: measured c=8 123 -> 130 req/s, c=32 169 -> 181. A replica that dies
-        # holding a batch still fails the call with a RayActorError (ActorUnavailableError / ActorDiedError),
-        # which _send retries (tests/integration/test_serve_retry.py).
+        # batches go to the model replicas over gRPC (serving/config.py SERVE_ENV) rather than as Ray actor
+        # calls: measured c=8 123 -> 130 req/s, c=32 169 -> 181. A replica that dies holding a batch still
+        # fails the call with a RayActorError (ActorUnavailableError / ActorDiedError), which _send retries
+        # (tests/integration/test_serve_retry.py).
         self.model, self.cfg = model.options(_by_reference=False), _config(cfg)
         s = self.cfg.serve
         self.limit = s.max_body_bytes

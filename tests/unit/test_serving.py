@@ -241,6 +241,19 @@ def test_serve_config_files_are_valid_and_build_the_app(path):
     assert model._deployment_config.autoscaling_config.max_replicas == int(overrides["serve.max_replicas"])
 
 
+def test_set_serve_env_keeps_what_is_set_and_gives_the_side_ports_free_ones(monkeypatch):
+    import os
+
+    from oneloc.serving.config import SERVE_ENV, SIDE_PORTS, set_serve_env
+
+    env = {k: v for k, v in os.environ.items() if k not in {*SERVE_ENV, *SIDE_PORTS}}
+    monkeypatch.setattr(os, "environ", env | {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"})  # the user's: kept
+    set_serve_env()
+    assert {k: os.environ[k] for k in SERVE_ENV} == SERVE_ENV | {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"}
+    ports = [int(os.environ[k]) for k in SIDE_PORTS]
+    assert len(set(ports)) == len(ports) and all(p > 0 for p in ports)
+
+
 @pytest.mark.parametrize("timestamps", [False, True])
 def test_bootstrap_from_the_ingest_orders_table(tmp_path, timestamps):
     from deltalake import write_deltalake
