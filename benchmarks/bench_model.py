@@ -63,9 +63,10 @@ def time_beam_search(model, tok, trie, batch: int, rounds: int, k: int, beam: in
             if i >= 2:
                 lat.append(time.perf_counter() - t)
     assert (items >= 1).all(), "beam search returned an invalid item"
-    p50, p95 = statistics.median(lat), sorted(lat)[max(0, math.ceil(0.95 * len(lat)) - 1)]
+    p50 = statistics.median(lat)
+    p95, p99 = (sorted(lat)[max(0, math.ceil(q * len(lat)) - 1)] for q in (0.95, 0.99))
     return {"batch": batch, "p50_ms": round(1000 * p50, 2), "p95_ms": round(1000 * p95, 2),
-            "requests_per_s": round(batch / p50, 1)}
+            "p99_ms": round(1000 * p99, 2), "rounds": len(lat), "requests_per_s": round(batch / p50, 1)}
 
 
 def bench_size(size: str, device: str, batches: list[int], rounds: int, k: int, beam: int, amp: bool) -> dict:
