@@ -447,11 +447,14 @@ def _train_samples(items: list[np.ndarray], ub, pos, user, target_poi, target_ts
     m = len(pos)
     ln = np.minimum(pos, L)
     start = ub + pos - ln
-    offsets = np.zeros(m + 1, dtype=np.int64)
+    offsets = np.zeros(m + 1, dtype=np.int32)
     np.cumsum(ln, out=offsets[1:])
-    idx = np.repeat(start - offsets[:-1], ln) + np.arange(offsets[-1], dtype=np.int64)
+    # item index of every history entry, int32 (a few million entries: half the memory of int64,
+    # and fresh memory is what these gathers mostly pay for)
+    idx = np.repeat((start - offsets[:-1]).astype(np.int32), ln)
+    idx += np.arange(offsets[-1], dtype=np.int32)
     last = ub + pos - 1
-    off32 = pa.array(offsets.astype(np.int32))
+    off32 = pa.array(offsets)
     cols = {
         "user_id": user, "split": pa.repeat(pa.scalar(SPLITS[0]), m),
         "target_poi": target_poi, "target_ts": target_ts,
