@@ -26,7 +26,10 @@ Samples (one row each; columns ``COLUMNS``):
 
 ``build_samples`` computes all samples of a table at once; ``SampleBuilder`` consumes events in time
 order and emits the same samples as they become known (train at once, val/test when the trajectory
-closes, or at ``flush``).
+closes, or at ``flush``). The ingest job feeds it a whole batch with ``SampleBuilder.extend``: the
+batch's leading run of training events in bulk with numpy (per user, the history stream is the
+builder's deque followed by the user's events; every sample is a window of it), the rest event by
+event; same samples, same order, same builder state (tests/unit/test_sample_batch.py).
 """
 
 from __future__ import annotations
