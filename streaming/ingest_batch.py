@@ -9,8 +9,8 @@ Tables (at ``cfg.storage.table(name)``), each exactly-once on its own (see delta
   neighbor_index decayed order counts per POI and cell (overwrite: one version per batch)
   samples, sample_state   training shards (streaming/shards.py)
 Commit order: catalog, events, dead letters, index, shards (the samples are built in a thread
-meanwhile). A crash anywhere leaves each table at
-a batch boundary; the restart re-reads from the lowest table and each table skips what it has.
+meanwhile). A crash anywhere leaves each table at a batch boundary; the restart re-reads from the
+lowest table and each table skips what it has.
 """
 
 from __future__ import annotations
@@ -121,23 +121,25 @@ class BatchWriter:
         ip = keep_new(pois, idx_offsets)
         io = keep_new(orders, idx_offsets)
         index_changed = bool(ip.num_rows or io.num_rows)
-        if index_changed:  # the index state first: the shards take the POIs' coordinates from it
+        if index_changed:  # the catalog into the index state first: the shards take the POIs' coordinates
             cat = ip.select(["id", "category", "lat", "lng", "avg_spend"]).rename_columns(
                 ["poi_id", "category", "lat", "lng", "avg_spend"]).to_pandas()
             self.state = apply_pois(self.state, cat, ix.h3_resolution)
-            self.state = apply_orders(self.state, io.select(["poi_id", "event_time", "amount"]).to_pandas(),
-                                      ix.half_life_days)
-            index_rows = to_arrow(self.state)
-        else:
-            index_rows = to_arrow(self.state).slice(0, 0)  # moves offsets only
-        # The samples are built in a thread while the other tables commit (Delta writes release the
-        # GIL); they are committed last, as before.
-        shard_rows = None
+        # The samples are built in a thread while the index state takes the orders and the other
+        # tables commit here (numpy and the Delta writers release the GIL); they are committed last.
+        shards = None
         if self.shards is not None:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oneloc-shards")
-            shard_rows = self._pool.submit(self.shards.prepare, self.with_poi_coordinates(orders))
+            # apply_orders below makes a new frame: this one stays as it is for the thread
+            shards = self._pool.submit(self._prepare_shards, orders, self.state)
         try:
+            if index_changed:
+                self.state = apply_orders(self.state, io.select(["poi_id", "event_time", "amount"]).to_pandas(),
+                                          ix.half_life_days)
+                index_rows = to_arrow(self.state)
+            else:
+                index_rows = to_arrow(self.state).slice(0, 0)  # moves offsets only
             new_pois = keep_new(pois, s["pois"].offsets)
             new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
             new_pois = _last_per_key(new_pois, "id")
@@ -155,11 +157,11 @@ class BatchWriter:
             s[INDEX_TABLE].write(index_rows, covered, mode="overwrite" if index_changed else "append")
             n["index_orders"] = io.num_rows
         except BaseException:
-            if shard_rows is not None:
-                wait([shard_rows])  # let the thread finish before the error propagates
+            if shards is not None:
+                wait([shards])  # let the thread finish before the error propagates
             raise
-        if shard_rows is not None:
-            n["samples"] = self.shards.commit(shard_rows.result(), covered)
+        if shards is not None:
+            n["samples"] = self.shards.commit(shards.result(), covered)
         return n
 
     def close(self) -> None:
@@ -167,12 +169,14 @@ class BatchWriter:
             self._pool.shutdown()
             self._pool = None
 
-    def with_poi_coordinates(self, orders: pa.Table) -> pa.Table:
-        """``orders`` with lat/lng = their POI's (from the catalog state; an order has only the user's)."""
-        where = self.state.reindex(orders["poi_id"].to_numpy(zero_copy_only=False))
+    def _prepare_shards(self, orders: pa.Table, catalog) -> pa.Table:
+        """The samples of a batch's orders (lat/lng = their POI's, from the catalog state; an order
+        has only the user's): ``ShardWriter.prepare``, not committed."""
+        rows = orders.select(["topic", "partition", "offset", "user_id", "poi_id", "event_time"])
+        where = catalog.reindex(rows["poi_id"].to_numpy(zero_copy_only=False))
         for c in ("lat", "lng"):
-            orders = orders.set_column(orders.column_names.index(c), c, pa.array(where[c].to_numpy(), pa.float64()))
-        return orders
+            rows = rows.append_column(c, pa.array(where[c].to_numpy(), pa.float64()))
+        return self.shards.prepare(rows)
 
     def flush_shards(self) -> int:
         """Close every open trajectory of the shards (end of the stream); returns samples written."""

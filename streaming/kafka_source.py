@@ -42,13 +42,14 @@ def consumer(cfg, suffix: str = "ingest") -> Consumer:
 
 
 def partitions(c: Consumer, topics: list[str], timeout_s: float = 10.0) -> list[tuple[str, int]]:
-    """Every (topic, partition) of ``topics``."""
-    try:
-        meta = c.list_topics(timeout=timeout_s)
-    except Exception as e:
-        raise KafkaUnavailable(f"cannot list topics: {e}") from e
+    """Every (topic, partition) of ``topics``. Asks for the metadata of these topics only (a new
+    consumer's first request for all topics' metadata took ~55 ms here, one topic's ~1 ms)."""
     out = []
     for t in topics:
+        try:
+            meta = c.list_topics(topic=t, timeout=timeout_s)
+        except Exception as e:
+            raise KafkaUnavailable(f"cannot list topics: {e}") from e
         if t not in meta.topics or not meta.topics[t].partitions:
             raise KafkaUnavailable(f"topic {t} does not exist (run `oneloc topics apply`)")
         out += [(t, p) for p in sorted(meta.topics[t].partitions)]

@@ -59,22 +59,23 @@ def apply_pois(state: pd.DataFrame, pois: pd.DataFrame, res: int) -> pd.DataFram
 
 def apply_orders(state: pd.DataFrame, orders: pd.DataFrame, half_life_days: float) -> pd.DataFrame:
     """Add orders (poi_id, event_time, amount) of POIs in the state; others are ignored."""
-    orders = orders[orders["poi_id"].isin(state.index)]
-    if len(orders) == 0 or len(state) == 0:
+    at = state.index.get_indexer(orders["poi_id"]) if len(state) else np.zeros(0, dtype=np.int64)
+    mine = at >= 0
+    if not mine.any():
         return state
+    at = at[mine]
+    t = orders["event_time"].to_numpy(np.int64)[mine]
     h = half_life_days * DAY_MS
     ref = int(state["ref_ms"].iloc[0])
-    new_ref = max(ref, int(orders["event_time"].max()))
-    w = np.exp2(-(new_ref - orders["event_time"].to_numpy(np.float64)) / h)
-    add = pd.DataFrame({"o": w, "g": w * orders["amount"].to_numpy(np.float64), "n": 1},
-                       index=orders["poi_id"].to_numpy()).groupby(level=0).sum()
+    new_ref = max(ref, int(t.max()))
+    w = np.exp2(-(new_ref - t.astype(np.float64)) / h)
+    n = len(state)
     out = state.copy()
     decay = np.exp2(-(new_ref - ref) / h) if ref else 0.0
-    out["orders_decayed"] *= decay
-    out["gmv_decayed"] *= decay
-    out.loc[add.index, "orders_decayed"] += add["o"]
-    out.loc[add.index, "gmv_decayed"] += add["g"]
-    out.loc[add.index, "orders_total"] += add["n"].astype("int64")
+    out["orders_decayed"] = out["orders_decayed"].to_numpy() * decay + np.bincount(at, weights=w, minlength=n)
+    gmv = w * orders["amount"].to_numpy(np.float64)[mine]
+    out["gmv_decayed"] = out["gmv_decayed"].to_numpy() * decay + np.bincount(at, weights=gmv, minlength=n)
+    out["orders_total"] = out["orders_total"].to_numpy() + np.bincount(at, minlength=n)
     out["ref_ms"] = new_ref
     return out
 

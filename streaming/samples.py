@@ -26,7 +26,10 @@ Samples (one row each; columns ``COLUMNS``):
 
 ``build_samples`` computes all samples of a table at once; ``SampleBuilder`` consumes events in time
 order and emits the same samples as they become known (train at once, val/test when the trajectory
-closes, or at ``flush``).
+closes, or at ``flush``). The ingest job feeds it a whole batch with ``SampleBuilder.extend``: the
+batch's leading run of training events in bulk with numpy (per user, the history stream is the
+builder's deque followed by the user's events; every sample is a window of it), the rest event by
+event; same samples, same order, same builder state (tests/unit/test_sample_batch.py).
 """
 
 from __future__ import annotations
@@ -159,6 +162,125 @@ class SampleBuilder:
         (and leaves the builder in the same state) but builds the training samples' histories as
         Arrow columns at the end of the batch (``SampleBatch.table``), not one array per sample."""
         return SampleBatch(self)
+
+    def extend(self, user, poi, ts, lat, lng) -> tuple[pa.Table, np.ndarray]:
+        """The ingest job's form of ``advance`` + ``push`` over a whole batch of events in time order
+        (numpy arrays: int64 user, poi, ts; float64 lat, lng): the samples they emit as a table of
+        ``COLUMNS`` in emission order, and per sample the index of the event that emitted it; the
+        builder ends in the same state as after the per-event calls. The batch's leading run of
+        training events is done in bulk by ``_train_run`` (no per-event Python: the common case); the
+        rest, if any, goes through ``SampleBatch`` event by event."""
+        n = len(ts)
+        c = 0
+        if n and ts[0] >= self._now and not self._open and not self._due and self._split == 0:
+            c = int(np.searchsorted(ts, self.cfg.train_end_ms))  # ts < train_end_ms: train
+        parts, events = [], []
+        if c:
+            made, ev = self._train_run(user[:c], poi[:c], ts[:c], lat[:c], lng[:c])
+            parts.append(made)
+            events.append(ev)
+        if c < n or not parts:
+            batch = self.batch()
+            for i, row in enumerate(zip(user[c:].tolist(), poi[c:].tolist(), ts[c:].tolist(), lat[c:].tolist(),
+                                        lng[c:].tolist(), strict=True)):
+                batch.push(c + i, *row)
+            made, ev = batch.table()
+            parts.append(made)
+            events.append(ev)
+        return (pa.concat_tables(parts) if len(parts) > 1 else parts[0]), np.concatenate(events)
+
+    def _train_run(self, user, poi, ts, lat, lng) -> tuple[pa.Table, np.ndarray]:
+        """``extend`` for events that are all training events, in time order, none before the
+        builder's clock (so no val/test trajectory is open and ``advance`` has nothing to do). Per
+        user, the history stream is the builder's deque followed by the user's events of the run; an
+        event at stream position p (p > 0) emits the training sample whose history is the stream's
+        items [p - min(L, p), p), with ``n_in_traj`` counted as in ``SampleBatch.sample``."""
+        L = self.cfg.history_len
+        order = np.argsort(user, kind="stable")                # by user, time order within a user
+        su, sts = user[order], ts[order]
+        first = np.ones(len(su), dtype=bool)
+        first[1:] = su[1:] != su[:-1]
+        g_start = np.flatnonzero(first)
+        g_of = np.cumsum(first) - 1                            # sorted event -> its user's group
+        g_user = su[g_start].tolist()
+        # per user (Python, once per user): the deque so far, the last event time and trajectory
+        h0, prev_ts, prev_traj, last_traj, run0 = [], [], [], [], []
+        hist_items: list = []
+        for u in g_user:
+            hist = self._hist.get(u, ())
+            prev = self._last.get(u)
+            h0.append(len(hist))
+            prev_ts.append(prev[0] if prev else None)
+            prev_traj.append(prev[2] if prev else -1)
+            t = hist[-1][4] if hist else -2                    # -2: no item before (no trajectory matches)
+            k = len(hist)
+            while k and hist[k - 1][4] == t:
+                k -= 1
+            last_traj.append(t)
+            run0.append(k)
+            hist_items.extend(hist)
+        h0 = np.array(h0, dtype=np.int64)
+        # trajectories: a new one at a user's first event ever and after a gap > trajectory_gap_hours
+        before = np.empty(len(sts), dtype=np.float64)
+        before[1:] = sts[:-1]
+        before[g_start] = [np.inf if t is None else t for t in prev_ts]   # none: always new (inf gap)
+        new = (sts - before > self.gap_ms) | (before == np.inf)
+        rank = np.arange(len(su)) - g_start[g_of]
+        newc = np.cumsum(new)
+        traj = np.array(prev_traj, dtype=np.int64)[g_of] + newc - (newc[g_start] - new[g_start])[g_of]
+        pos = h0[g_of] + rank                                  # position in the user's history stream
+        # trajectory of the stream item just before each event, and where that item's run starts
+        prev_item = np.empty(len(su), dtype=np.int64)
+        prev_item[1:] = traj[:-1]
+        prev_item[g_start] = last_traj
+        changed = traj != prev_item
+        mark = np.where(changed, pos, -1)
+        mark[g_start] = np.where(changed[g_start], pos[g_start], run0)
+        fill = np.maximum.accumulate(np.where(mark >= 0, np.arange(len(su)), 0))
+        run_after = mark[fill]                                 # run start after appending the event
+        run_before = np.empty(len(su), dtype=np.int64)
+        run_before[1:] = run_after[:-1]
+        run_before[g_start] = run0
+        ln = np.minimum(pos, L)
+        n_in = np.where(prev_item == traj, pos - np.maximum(pos - ln, run_before), 0)
+        # the items: per user, the deque's then the run's, in stream order
+        ev_n = np.diff(np.append(g_start, len(su)))
+        items_n = h0 + ev_n
+        base = np.zeros(len(g_user), dtype=np.int64)
+        np.cumsum(items_n[:-1], out=base[1:])
+        ev_slot = base[g_of] + pos                             # each event's place among the items
+        cols = [np.empty(int(items_n.sum()), dtype=t) for t in (np.int64, np.int64, np.float64, np.float64)]
+        old = np.ones(len(cols[0]), dtype=bool)
+        old[ev_slot] = False
+        for col, j, mine in zip(cols, range(4), (poi, ts, lat, lng), strict=True):
+            if hist_items:
+                col[old] = np.fromiter(map(itemgetter(j), hist_items), col.dtype, len(hist_items))
+            col[ev_slot] = mine[order]
+        # samples: events with an item before them (p > 0), in event order
+        emit = pos > 0
+        s_sorted = np.flatnonzero(emit)
+        s_event = order[s_sorted]
+        back = np.argsort(s_event, kind="stable")
+        s_sorted, s_event = s_sorted[back], s_event[back]
+        made = _train_samples(cols, base[g_of[s_sorted]], pos[s_sorted], user[s_event], poi[s_event],
+                              ts[s_event], n_in[s_sorted], L)
+        # builder state: as the per-event pushes leave it (the last L items of every stream)
+        tr_items = np.empty(len(cols[0]), dtype=np.int64)
+        tr_items[ev_slot] = traj
+        if hist_items:
+            tr_items[old] = np.fromiter(map(itemgetter(4), hist_items), np.int64, len(hist_items))
+        ends = base + items_n
+        g_last = ends - base - h0 - 1 + g_start                # each user's last event (sorted)
+        for gi, (u, t_last, tr_last) in enumerate(zip(g_user, sts[g_last].tolist(), traj[g_last].tolist(),
+                                                       strict=True)):
+            a, b = max(int(base[gi]), int(ends[gi]) - L), int(ends[gi])
+            tail = (c[a:b].tolist() for c in (*cols, tr_items))
+            self._hist[u] = deque(zip(*tail, strict=True), maxlen=L)
+            self._last[u] = (t_last, 0, tr_last)
+        self.train_pois.update(poi.tolist())
+        self.train_users.update(g_user)
+        self._now = int(ts[-1])
+        return made, s_event
 
     def _step(self, user_id, poi_id, ts_ms: int, lat: float, lng: float, lazy: SampleBatch | None) -> list:
         if ts_ms < self._now:
@@ -300,28 +422,13 @@ class SampleBatch:
             base[u] = n_items
             n_items += len(ext)
         items = [it for ext in self.ext.values() for it in ext]
-        poi, ts, lat, lng = (np.fromiter(map(itemgetter(j), items), t, n_items)
-                             for j, t in ((0, np.int64), (1, np.int64), (2, np.float64), (3, np.float64)))
+        cols = [np.fromiter(map(itemgetter(j), items), t, n_items)
+                for j, t in ((0, np.int64), (1, np.int64), (2, np.float64), (3, np.float64))]
         m = len(self.lazy)
         user, target_poi, target_ts, pos, n_in_traj = (np.fromiter(map(itemgetter(j), self.lazy), np.int64, m)
                                                        for j in range(5))
         ub = np.fromiter(map(base.__getitem__, map(itemgetter(0), self.lazy)), np.int64, m)
-        ln = np.minimum(pos, L)
-        start = ub + pos - ln
-        offsets = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(ln, out=offsets[1:])
-        idx = np.repeat(start - offsets[:-1], ln) + np.arange(offsets[-1], dtype=np.int64)
-        last = ub + pos - 1
-        off32 = pa.array(offsets.astype(np.int32))
-        lazy = {
-            "user_id": user, "split": pa.repeat(pa.scalar(SPLITS[0]), m),
-            "target_poi": target_poi, "target_ts": target_ts,
-            "last_lat": lat[last], "last_lng": lng[last], "last_ts": ts[last],
-            "hist_poi": pa.ListArray.from_arrays(off32, pa.array(poi[idx])),
-            "hist_ts": pa.ListArray.from_arrays(off32, pa.array(ts[idx])),
-            "n_in_traj": n_in_traj}
-        lazy_t = pa.table({c: pa.array(v, SAMPLE_TYPES[c]) if isinstance(v, np.ndarray) else v.cast(SAMPLE_TYPES[c])
-                           for c, v in lazy.items()})
+        lazy_t = _train_samples(cols, ub, pos, user, target_poi, target_ts, n_in_traj, L)
         dicts = [s for _, s in self.emitted if isinstance(s, dict)]
         eager_t = pa.table({c: pa.array([r[c] for r in dicts], SAMPLE_TYPES[c]) for c in COLUMNS})
         # emission order: lazy samples are numbered in order; dicts go after them, in order
@@ -333,6 +440,33 @@ class SampleBatch:
         if not (k == np.arange(len(k))).all():
             both = both.take(pa.array(k))
         return both, events
+
+
+def _train_samples(items: list[np.ndarray], ub, pos, user, target_poi, target_ts, n_in_traj, L: int) -> pa.Table:
+    """Training samples as a table of ``COLUMNS``: ``items`` = the history streams' poi, ts, lat, lng
+    (all users' streams one after another); sample i's user stream starts at ``ub[i]`` and its target
+    is at stream position ``pos[i]`` (> 0): history = the stream's items [pos - min(L, pos), pos)."""
+    poi, ts, lat, lng = items
+    m = len(pos)
+    ln = np.minimum(pos, L)
+    start = ub + pos - ln
+    offsets = np.zeros(m + 1, dtype=np.int32)
+    np.cumsum(ln, out=offsets[1:])
+    # item index of every history entry, int32 (a few million entries: half the memory of int64,
+    # and fresh memory is what these gathers mostly pay for)
+    idx = np.repeat((start - offsets[:-1]).astype(np.int32), ln)
+    idx += np.arange(offsets[-1], dtype=np.int32)
+    last = ub + pos - 1
+    off32 = pa.array(offsets)
+    cols = {
+        "user_id": user, "split": pa.repeat(pa.scalar(SPLITS[0]), m),
+        "target_poi": target_poi, "target_ts": target_ts,
+        "last_lat": lat[last], "last_lng": lng[last], "last_ts": ts[last],
+        "hist_poi": pa.ListArray.from_arrays(off32, pa.array(poi[idx])),
+        "hist_ts": pa.ListArray.from_arrays(off32, pa.array(ts[idx])),
+        "n_in_traj": n_in_traj}
+    return pa.table({c: pa.array(v, SAMPLE_TYPES[c]) if isinstance(v, np.ndarray) else v.cast(SAMPLE_TYPES[c])
+                     for c, v in cols.items()})
 
 
 def samples_from_events(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFrame:

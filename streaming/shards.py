@@ -61,19 +61,15 @@ class ShardWriter:
         fresh = keep_new(orders, self.state.offsets)
         fresh = fresh.take(pc.sort_indices(fresh, [("event_time", "ascending"), ("user_id", "ascending"),
                                                    ("partition", "ascending"), ("offset", "ascending")]))
-        b = self.builder
-        batch = b.batch()
-        cols = [fresh[c].to_pylist() for c in ("user_id", "poi_id", "event_time", "lat", "lng")]
-        for i, (user, poi, ts, lat, lng) in enumerate(zip(*cols, strict=True)):
-            if ts < b._now:
-                self.late += 1
-                continue
-            try:
-                user, poi = int(user), int(poi)
-            except ValueError:
-                continue
-            batch.push(i, user, poi, ts, lat, lng)
-        made, events = batch.table()
+        ts = fresh["event_time"].to_numpy()
+        keep = ts >= self.builder._now     # older than the builder's clock: late, skipped (time order)
+        self.late += int((~keep).sum())
+        ids = [_int_ids(fresh[c]) for c in ("user_id", "poi_id")]
+        keep &= ids[0][1] & ids[1][1]      # ids that are not integers: not check-ins of the protocol
+        rows = np.flatnonzero(keep)
+        made, events = self.builder.extend(ids[0][0][rows], ids[1][0][rows], ts[rows],
+                                           *(fresh[c].to_numpy()[rows] for c in ("lat", "lng")))
+        events = rows[events]
         lineage = fresh.select(["topic", "partition", "offset"]).take(pa.array(events, pa.int64()))
         return pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema())
 
@@ -108,6 +104,23 @@ class ShardWriter:
 
     def _blob(self) -> pa.Table:
         return pa.table({"state": pa.array([pickle.dumps(self.builder)], pa.large_binary())})
+
+
+def _int_ids(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values, ok mask) of a string id column: ``int(id)``, ok where that succeeds. Plain
+    digit strings are converted in bulk, anything else by Python's ``int`` (the protocol's rule)."""
+    plain = pc.fill_null(pc.match_substring_regex(col, r"^-?[0-9]{1,18}$"), False).to_numpy(zero_copy_only=False)
+    out = np.zeros(len(col), dtype=np.int64)
+    ok = plain.copy()
+    if plain.any():
+        out[plain] = pc.cast(col.filter(pa.array(plain)), pa.int64()).to_numpy()
+    for i in np.flatnonzero(~plain):
+        try:
+            out[i] = int(col[int(i)].as_py())
+            ok[i] = True
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return out, ok
 
 
 def samples_table(rows: list[dict]) -> pa.Table:
