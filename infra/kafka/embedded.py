@@ -304,5 +304,11 @@ def status(cfg: OneLocConfig) -> dict:
     else:
         running = probe(servers, timeout_s=5.0)
     out["running"] = running
-    out["topics"] = topic_counts(cfg) if running else {}
+    try:
+        out["topics"] = topic_counts(cfg) if running else {}
+    except Exception:
+        # an embedded broker that stops while we count (e.g. its owner died) is simply not running
+        if not cfg.kafka.is_embedded or _pid(data_dir(cfg)) is not None:
+            raise
+        out.update(pid=None, running=False, topics={})
     return out
