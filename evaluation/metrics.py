@@ -30,19 +30,32 @@ def target_rank(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
 
 
+def per_sample(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """[N] float: a rank metric ("acc@k", "mrr", "ndcg@k") of each sample from its 1-based target rank
+    (0 = absent, ``target_rank``)."""
+    r = np.asarray(ranks)
+    hit = r > 0
+    if metric == "mrr":
+        return np.where(hit, 1.0 / np.maximum(r, 1), 0.0)
+    name, k = metric.split("@")
+    inside = hit & (r <= int(k))
+    if name == "acc":
+        return inside.astype(np.float64)
+    if name == "ndcg":
+        return np.where(inside, 1.0 / np.log2(np.maximum(r, 1) + 1.0), 0.0)
+    raise ValueError(f"unknown rank metric {metric!r}")
+
+
 def acc_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
-    r = target_rank(ranked, targets)
-    return float(np.mean((r > 0) & (r <= k)))
+    return float(per_sample(target_rank(ranked, targets), f"acc@{k}").mean())
 
 
 def mrr(ranked: np.ndarray, targets: np.ndarray) -> float:
-    r = target_rank(ranked, targets)
-    return float(np.mean(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0)))
+    return float(per_sample(target_rank(ranked, targets), "mrr").mean())
 
 
 def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
-    r = target_rank(ranked, targets)
-    return float(np.mean(np.where((r > 0) & (r <= k), 1.0 / np.log2(np.maximum(r, 1) + 1.0), 0.0)))
+    return float(per_sample(target_rank(ranked, targets), f"ndcg@{k}").mean())
 
 
 def distance_at_k(ranked: np.ndarray, last_lat: np.ndarray, last_lng: np.ndarray,
@@ -71,22 +84,6 @@ def _lookup(table: dict | np.ndarray, ids: np.ndarray) -> np.ndarray:
     if isinstance(table, dict):
         return np.vectorize(table.__getitem__, otypes=[np.float64])(ids)
     return np.asarray(table)[ids]
-
-
-def per_sample(ranks: np.ndarray, metric: str) -> np.ndarray:
-    """[N] float: a rank metric ("acc@k", "mrr", "ndcg@k") of each sample from its 1-based target rank
-    (0 = absent, ``target_rank``)."""
-    r = np.asarray(ranks)
-    hit = r > 0
-    if metric == "mrr":
-        return np.where(hit, 1.0 / np.maximum(r, 1), 0.0)
-    name, k = metric.split("@")
-    inside = hit & (r <= int(k))
-    if name == "acc":
-        return inside.astype(np.float64)
-    if name == "ndcg":
-        return np.where(inside, 1.0 / np.log2(np.maximum(r, 1) + 1.0), 0.0)
-    raise ValueError(f"unknown rank metric {metric!r}")
 
 
 def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metrics: list[str], n_boot: int = 2000,
