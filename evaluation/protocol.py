@@ -18,8 +18,7 @@ import pandas as pd
 
 from oneloc.evaluation.catalog import Catalog, build_catalog
 from oneloc.evaluation.config import EvalConfig
-from oneloc.evaluation.harness import Ranker, metrics_of, rank_all
-from oneloc.evaluation.metrics import target_rank
+from oneloc.evaluation.harness import Ranker, evaluate_ranks
 from oneloc.streaming.config import ShardsConfig
 from oneloc.streaming.samples import assert_no_leak, build_samples
 
@@ -61,8 +60,7 @@ def run_rankers(rankers: dict[str, Ranker], data: EvalData, cfg: EvalConfig, fit
         kw = dict(ks=cfg.ks, ndcg_ks=cfg.ndcg_ks, geo_ks=cfg.geo_ks)
         out[name] = {"tuned": tuned, "fit_s": round(fit_s, 1), "target_ranks": {}}
         for split, samples in (("val", data.val), ("test", data.test)):
-            ranked = rank_all(r, samples, data.catalog)
-            out[name][split] = metrics_of(ranked, samples, data.catalog, **kw) | {"ranked_k": ranked.shape[1]}
-            out[name]["target_ranks"][split] = target_rank(ranked, samples["target_poi"].to_numpy()).tolist()
+            out[name][split], ranks = evaluate_ranks(r, samples, data.catalog, **kw)
+            out[name]["target_ranks"][split] = ranks.tolist()
         log.info("%s: test %s", name, {k: round(v, 4) for k, v in out[name]["test"].items()})
     return out
