@@ -78,3 +78,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as e:
         raise CheckpointError(f"{path} does not match this code's model: {e}") from e
     return model.to(map_location).eval(), tokenizer, cfg, payload["extra"]
+
+
+def load_checkpoints(paths: list[str], map_location: str | torch.device = "cpu") -> list[tuple]:
+    """``load_checkpoint`` of each path, for using them together (an ensemble, an average): raises
+    ValueError unless they all share the first one's semantic IDs (same POIs, same codes)."""
+    import numpy as np
+
+    loaded = [load_checkpoint(p, map_location) for p in paths]
+    tok = loaded[0][1]
+    for p, (_, t, _, _) in zip(paths, loaded, strict=True):
+        if not (np.array_equal(t.codes, tok.codes) and np.array_equal(t.poi_ids, tok.poi_ids)):
+            raise ValueError(f"{p}: another tokenizer than {paths[0]}'s (they must share the semantic IDs)")
+    return loaded

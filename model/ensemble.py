@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -56,13 +55,11 @@ class Ensemble(nn.Module):
 def load_ensemble(paths: list[str], map_location="cpu"):
     """-> (Ensemble in eval mode, the shared tokenizer, the first member's config). Raises ValueError if
     the members' semantic IDs or history lengths differ."""
-    from oneloc.model.checkpoint import load_checkpoint
+    from oneloc.model.checkpoint import load_checkpoints
 
-    loaded = [load_checkpoint(p, map_location) for p in paths]
+    loaded = load_checkpoints(paths, map_location)
     _, tok, cfg, _ = loaded[0]
-    for p, (_, t, c, _) in zip(paths, loaded, strict=True):
-        if not (np.array_equal(t.codes, tok.codes) and np.array_equal(t.poi_ids, tok.poi_ids)):
-            raise ValueError(f"{p}: another tokenizer than {paths[0]}'s (members must share the semantic IDs)")
+    for p, (_, _, c, _) in zip(paths, loaded, strict=True):
         if c.max_history != cfg.max_history:
             raise ValueError(f"{p}: max_history {c.max_history} != {cfg.max_history}")
     return Ensemble([m for m, *_ in loaded]).eval(), tok, cfg
