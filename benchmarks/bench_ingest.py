@@ -1,7 +1,9 @@
 """`oneloc bench ingest`: the ingest job against raw consumption, and the index's freshness.
 
-1. Fresh topics (unique names) and a fresh state root; replay ``--events`` NYC check-ins (default
-   20,000: 20,000 locations + 20,000 orders + the 5,135-POI catalog) into them.
+1. Fresh topics (unique names) and a fresh state root; replay ``--events`` NYC check-ins (default:
+   all 147,938, i.e. 147,938 locations + 147,938 orders + the 5,135-POI catalog = 301,011 records,
+   one catch-up of the whole data; smaller runs measure the per-batch fixed costs more than the
+   throughput) into them.
 2. raw: ``kafka_source.read_group`` in this process, i.e. the same confluent-kafka consumer code the
    ingest job's Ray read tasks run, reading exactly the same records (every record of the three
    topics, low to high watermark) into Arrow, one consumer for all partitions; no Ray, no decode, no
@@ -12,6 +14,9 @@
    letters) / wall seconds of ``ingest()``. The Ray cluster and its worker processes are started
    (and warmed with one tiny read) before the clock starts, as in a long-running job; that
    start-up is reported on its own (``ray_warmup_s``). Ratio = ingest / raw.
+   Both phases also report the machine's CPU seconds (all processes: broker, Ray, this driver; from
+   /proc/stat, Linux): ``cpu_ratio`` = ingest CPU / raw CPU is the work the pipeline adds per
+   record, which bounds the ratio when the cores are busy.
 4. freshness: with the job following (default interval), produce one order at a time and time
    until its offset is committed in the neighbor index table; p50 / p95 over ``--rounds`` orders
    (after one uncounted order that waits for the following job to start).
@@ -20,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import threading
@@ -66,15 +72,33 @@ def all_ranges(cfg: OneLocConfig) -> dict:
     return {tp: (lo, hi) for tp, (lo, hi) in marks.items() if hi > lo}
 
 
-def raw_consume(cfg: OneLocConfig, runs: int = 2) -> tuple[int, float]:
-    """(records, best seconds) to read every record of the event topics with the ingest's consumer code."""
-    ranges, best, n = all_ranges(cfg), float("inf"), 0
+def machine_cpu_s() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat), None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_since(start: float | None) -> float | None:
+    end = machine_cpu_s()
+    return None if start is None or end is None else round(end - start, 2)
+
+
+def raw_consume(cfg: OneLocConfig, runs: int = 2) -> tuple[int, float, float | None]:
+    """(records, best seconds, that run's machine CPU seconds) to read every record of the event
+    topics with the ingest's consumer code and consumer settings."""
+    ranges, best, n, cpu = all_ranges(cfg), float("inf"), 0, None
     for _ in range(runs):
-        t0 = time.perf_counter()
+        c0, t0 = machine_cpu_s(), time.perf_counter()
         n = sum(b.num_rows for b in read_group(cfg.kafka.servers(), f"bench-{uuid.uuid4().hex[:6]}", ranges,
-                                               cfg.ingest.read_timeout_s))
-        best = min(best, time.perf_counter() - t0)
-    return n, best
+                                               cfg.ingest.read_timeout_s, props=cfg.ingest.consumer))
+        if (s := time.perf_counter() - t0) < best:
+            best, cpu = s, cpu_since(c0)
+    return n, best, cpu
 
 
 def warm_up(cfg: OneLocConfig) -> float:
@@ -120,24 +144,28 @@ def freshness(cfg: OneLocConfig, rounds: int) -> list[float]:
 
 
 def run(cfg: OneLocConfig, args: argparse.Namespace) -> dict:
-    n = getattr(args, "events", 0) or 20_000
+    n = getattr(args, "events", 0) or 0  # 0: the whole data
     rounds = getattr(args, "rounds", 0) or 30
     with tempfile.TemporaryDirectory(prefix="oneloc-bench-ingest-") as tmp:
         cfg = fresh(cfg, Path(tmp))
         replay(cfg, limit=n, speed=0, progress=False)
-        raw_n, raw_s = raw_consume(cfg)
+        raw_n, raw_s, raw_cpu = raw_consume(cfg)
         warm_s = warm_up(cfg)
-        t0 = time.perf_counter()
+        c0, t0 = machine_cpu_s(), time.perf_counter()
         totals = ingest(cfg, quiet=True)
         ingest_s = time.perf_counter() - t0
+        ingest_cpu = cpu_since(c0)
         committed = sum(totals.get(k, 0) for k in ("pois", "locations", "orders", "dead_letters"))
         fresh_s = freshness(cfg, rounds)
     raw_rate, ingest_rate = raw_n / raw_s, committed / ingest_s
     return {
-        "benchmark": "ingest", "checkins": n, "records": raw_n,
+        "benchmark": "ingest", "checkins": n or "all", "records": raw_n, "cores": os.cpu_count(),
         "raw_consume_events_per_s": round(raw_rate), "ingest_events_per_s": round(ingest_rate),
         "ratio": round(ingest_rate / raw_rate, 4), "ingest_batches": totals["batches"],
         "ingest_seconds": round(ingest_s, 2), "ingest_read_decode_s": totals.get("read_s", 0.0), "raw_seconds": round(raw_s, 3), "ray_warmup_s": round(warm_s, 2),
+        "raw_cpu_s": raw_cpu, "ingest_cpu_s": ingest_cpu,
+        "cpu_ratio": round(ingest_cpu / raw_cpu, 2) if raw_cpu and ingest_cpu is not None else None,
+        "consumer": dict(cfg.ingest.consumer),
         "freshness_s": {
             "interval_s": cfg.ingest.interval_s, "orders": len(fresh_s),
             "p50": round(float(np.percentile(fresh_s, 50)), 3), "p95": round(float(np.percentile(fresh_s, 95)), 3),

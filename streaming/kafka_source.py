@@ -36,9 +36,15 @@ RAW_SCHEMA = pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("off
                         ("key", pa.binary()), ("value", pa.binary())])
 
 
+def consumer_config(servers: str, group_id: str, props: dict | None = None) -> dict:
+    """librdkafka settings of every ingest consumer: ``props`` (``ingest.consumer``) over the fixed
+    ones (no offset commits to Kafka: the offsets live in the Delta tables)."""
+    return {**(props or {}), "bootstrap.servers": servers, "group.id": group_id, "enable.auto.commit": False}
+
+
 def consumer(cfg, suffix: str = "ingest") -> Consumer:
-    return Consumer({"bootstrap.servers": cfg.kafka.servers(), "group.id": f"{cfg.ingest.consumer_group}-{suffix}",
-                     "enable.auto.commit": False, "client.id": f"{cfg.kafka.client_id}-{suffix}"})
+    return Consumer({**consumer_config(cfg.kafka.servers(), f"{cfg.ingest.consumer_group}-{suffix}",
+                                       cfg.ingest.consumer), "client.id": f"{cfg.kafka.client_id}-{suffix}"})
 
 
 def partitions(c: Consumer, topics: list[str], timeout_s: float = 10.0) -> list[tuple[str, int]]:
@@ -94,9 +100,11 @@ def split_ranges(ranges: Ranges, n: int) -> list[Ranges]:
     return [g for g in groups if g]
 
 
-def read_group(servers: str, group_id: str, ranges: Ranges, timeout_s: float, block_rows: int = 50_000):
-    """Read every range of ``ranges`` with one consumer; yields Arrow tables of ``RAW_SCHEMA``."""
-    c = Consumer({"bootstrap.servers": servers, "group.id": group_id, "enable.auto.commit": False})
+def read_group(servers: str, group_id: str, ranges: Ranges, timeout_s: float, block_rows: int = 50_000,
+               props: dict | None = None):
+    """Read every range of ``ranges`` with one consumer (librdkafka ``props`` = ``ingest.consumer``);
+    yields Arrow tables of ``RAW_SCHEMA``."""
+    c = Consumer(consumer_config(servers, group_id, props))
     left = {tp: [s, e] for tp, (s, e) in ranges.items()}  # (topic, p) -> [next offset, end]
     cols: dict[str, list] = {f.name: [] for f in RAW_SCHEMA}
     try:
@@ -156,6 +164,7 @@ class KafkaRanges(Datasource):
         self.ranges = ranges
         self.tasks = cfg.ingest.read_tasks
         self.timeout_s = cfg.ingest.read_timeout_s
+        self.props = dict(cfg.ingest.consumer)
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -165,6 +174,6 @@ class KafkaRanges(Datasource):
         for group in split_ranges(self.ranges, self.tasks):
             n = sum(e - s for s, e in group.values())
             meta = BlockMetadata(num_rows=None, size_bytes=n * 200, exec_stats=None, input_files=None)
-            fn = partial(read_group, self.servers, self.group_id, group, self.timeout_s)
+            fn = partial(read_group, self.servers, self.group_id, group, self.timeout_s, props=self.props)
             out.append(ReadTask(fn, meta, schema=RAW_SCHEMA, per_task_row_limit=per_task_row_limit))
         return out

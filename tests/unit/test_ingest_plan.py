@@ -1,6 +1,7 @@
 """Pure parts of the ingest job: offset planning, covered offsets, per-table dedup, decoding."""
 
 import pyarrow as pa
+import pytest
 
 from oneloc.schemas import encode
 from oneloc.streaming.decoder import RecordDecoder
@@ -42,3 +43,28 @@ def test_decoder_maps_a_batch_and_names_the_failures():
     assert out["reason"][2].startswith("decode:") and "expected a Order" in out["reason"][3]
     assert out["id"][0] == "o1" and out["user_lat"][0] == 40.7 and out["amount"][0] == 3.0
     assert out["value"][2] == b"junk"
+
+
+def test_consumer_settings_come_from_the_config_but_cannot_move_offsets_to_kafka():
+    from oneloc.config import OneLocConfig
+    from oneloc.streaming.kafka_source import KafkaRanges, consumer_config
+
+    cfg = OneLocConfig()
+    assert cfg.ingest.consumer["fetch.queue.backoff.ms"] == 10  # librdkafka's 1000 ms stalled reads
+    conf = consumer_config("h:1", "g", {"fetch.queue.backoff.ms": 5, "enable.auto.commit": True, "group.id": "x"})
+    assert conf == {"fetch.queue.backoff.ms": 5, "bootstrap.servers": "h:1", "group.id": "g",
+                    "enable.auto.commit": False}
+    # the Ray read tasks get the same settings (a dict: picklable into the task)
+    tasks = KafkaRanges(cfg, {("t", 0): (0, 10), ("t", 1): (0, 5)}).get_read_tasks(2)
+    assert len(tasks) == 2
+    assert KafkaRanges(cfg, {}).props == {"fetch.queue.backoff.ms": 10}
+
+
+def test_machine_cpu_seconds_only_grow():
+    from oneloc.benchmarks.bench_ingest import cpu_since, machine_cpu_s
+
+    a = machine_cpu_s()
+    if a is None:
+        pytest.skip("no /proc/stat")
+    sum(i * i for i in range(300_000))  # some work
+    assert cpu_since(a) >= 0.0
