@@ -166,6 +166,7 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> dict:
         "raw_cpu_s": raw_cpu, "ingest_cpu_s": ingest_cpu,
         "cpu_ratio": round(ingest_cpu / raw_cpu, 2) if raw_cpu and ingest_cpu is not None else None,
         "consumer": dict(cfg.ingest.consumer),
+        "stages_s": {k: v for k, v in totals.items() if k.endswith("_s")},  # ray_jobs/ingest.py, ingest_batch.py
         "freshness_s": {
             "interval_s": cfg.ingest.interval_s, "orders": len(fresh_s),
             "p50": round(float(np.percentile(fresh_s, 50)), 3), "p95": round(float(np.percentile(fresh_s, 95)), 3),

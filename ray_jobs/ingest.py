@@ -110,9 +110,11 @@ class IngestJob:
         self.batches += 1
         for k, v in counts.items():
             self.totals[k] = self.totals.get(k, 0) + v
-        self.totals["read_s"] = round(self.totals.get("read_s", 0.0) + t_read, 3)  # Ray Data read + decode
+        stages = {"read_s": t_read, **self.writer.timings}  # read_s: the Ray Data read + decode
+        for k, v in stages.items():
+            self.totals[k] = round(self.totals.get(k, 0.0) + v, 3)
         return {"batch": self.batches, "read": decoded.num_rows, **counts, "lag": self.lag(marks),
-                "read_s": round(t_read, 3), "seconds": round(time.perf_counter() - t0, 3)}
+                **{k: round(v, 3) for k, v in stages.items()}, "seconds": round(time.perf_counter() - t0, 3)}
 
     def reconnect(self) -> None:
         """A new Kafka consumer (after the broker was unreachable)."""

@@ -15,6 +15,7 @@ lowest table and each table skips what it has.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import pyarrow as pa
@@ -85,6 +86,7 @@ class BatchWriter:
         self.producer = producer
         self.dead_topic = None
         self._pool: ThreadPoolExecutor | None = None
+        self.timings: dict[str, float] = {}  # seconds per stage of the last batch (see ``apply``)
 
     def starts(self) -> Offsets:
         """Where the next batch starts: the lowest offset any table holds, per partition."""
@@ -98,7 +100,12 @@ class BatchWriter:
         return out
 
     def apply(self, decoded: pa.Table, covered: Offsets) -> dict[str, int]:
-        """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts."""
+        """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts.
+        ``self.timings`` then holds the seconds of its stages: ``split_s`` (filters, known POIs),
+        ``index_s`` (the index state takes the batch), ``events_s`` (pois, locations, orders, dead
+        letters committed), ``index_commit_s``, ``samples_build_s`` (in a thread, overlapping the
+        previous three), ``samples_wait_s`` (the main thread waiting for it), ``samples_commit_s``."""
+        clock = _Clock()
         ok = pc.equal(decoded["reason"], "")
         bad = decoded.filter(pc.invert(ok))
         slim = decoded.drop_columns(["key", "value"])  # only dead letters keep the raw bytes
@@ -114,6 +121,7 @@ class BatchWriter:
             reasons = pa.array([f"invalid Order.poi_id: unknown POI {p!r}" for p in unknown["poi_id"].to_pylist()])
             bad = pa.concat_tables([bad, unknown.set_column(unknown.column_names.index("reason"), "reason", reasons)],
                                    promote_options="permissive")
+        clock.lap("split_s")
         n = {}
         s = self.sinks
         ix = self.cfg.index
@@ -140,6 +148,7 @@ class BatchWriter:
                 index_rows = to_arrow(self.state)
             else:
                 index_rows = to_arrow(self.state).slice(0, 0)  # moves offsets only
+            clock.lap("index_s")
             new_pois = keep_new(pois, s["pois"].offsets)
             new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
             new_pois = _last_per_key(new_pois, "id")
@@ -154,14 +163,20 @@ class BatchWriter:
                 send_dead_letters(self.producer, self.dead_topic, dead)
             s["dead_letters"].write(dead, covered)
             n["dead_letters"] = dead.num_rows
+            clock.lap("events_s")
             s[INDEX_TABLE].write(index_rows, covered, mode="overwrite" if index_changed else "append")
             n["index_orders"] = io.num_rows
+            clock.lap("index_commit_s")
         except BaseException:
             if shards is not None:
                 wait([shards])  # let the thread finish before the error propagates
             raise
         if shards is not None:
-            n["samples"] = self.shards.commit(shards.result(), covered)
+            made, clock.laps["samples_build_s"] = shards.result()
+            clock.lap("samples_wait_s")
+            n["samples"] = self.shards.commit(made, covered)
+            clock.lap("samples_commit_s")
+        self.timings = clock.laps
         return n
 
     def close(self) -> None:
@@ -169,18 +184,32 @@ class BatchWriter:
             self._pool.shutdown()
             self._pool = None
 
-    def _prepare_shards(self, orders: pa.Table, catalog) -> pa.Table:
+    def _prepare_shards(self, orders: pa.Table, catalog) -> tuple[pa.Table, float]:
         """The samples of a batch's orders (lat/lng = their POI's, from the catalog state; an order
-        has only the user's): ``ShardWriter.prepare``, not committed."""
+        has only the user's): ``ShardWriter.prepare``, not committed; and the seconds it took."""
+        t0 = time.perf_counter()
         rows = orders.select(["topic", "partition", "offset", "user_id", "poi_id", "event_time"])
         where = catalog.reindex(rows["poi_id"].to_numpy(zero_copy_only=False))
         for c in ("lat", "lng"):
             rows = rows.append_column(c, pa.array(where[c].to_numpy(), pa.float64()))
-        return self.shards.prepare(rows)
+        return self.shards.prepare(rows), time.perf_counter() - t0
 
     def flush_shards(self) -> int:
         """Close every open trajectory of the shards (end of the stream); returns samples written."""
         return self.shards.flush() if self.shards is not None else 0
+
+
+class _Clock:
+    """Seconds per named stage: ``lap(name)`` records the time since the previous lap."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.t
+        self.t = now
 
 
 def _last_per_key(rows: pa.Table, key: str) -> pa.Table:
