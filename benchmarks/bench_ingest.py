@@ -3,7 +3,7 @@
 1. Fresh topics (unique names) and a fresh state root; replay ``--events`` NYC check-ins (default:
    all 147,938, i.e. 147,938 locations + 147,938 orders + the 5,135-POI catalog = 301,011 records,
    one catch-up of the whole data; smaller runs measure the per-batch fixed costs more than the
-   throughput) into them.
+   throughput) into them. The topics are deleted at the end.
 2. raw: ``kafka_source.read_group`` in this process, i.e. the same confluent-kafka consumer code the
    ingest job's Ray read tasks run, reading exactly the same records (every record of the three
    topics, low to high watermark) into Arrow, one consumer for all partitions; no Ray, no decode, no
@@ -38,6 +38,7 @@ import yaml
 from deltalake import DeltaTable
 
 from oneloc.config import OneLocConfig
+from oneloc.infra.kafka.admin import delete_topics
 from oneloc.infra.topics import apply_topics, load_topics, topic_name
 from oneloc.ray_jobs.ingest import decode_ranges, ingest, init_ray
 from oneloc.streaming.delta_sink import app_id
@@ -148,21 +149,29 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> dict:
     rounds = getattr(args, "rounds", 0) or 30
     with tempfile.TemporaryDirectory(prefix="oneloc-bench-ingest-") as tmp:
         cfg = fresh(cfg, Path(tmp))
-        replay(cfg, limit=n, speed=0, progress=False)
-        raw_n, raw_s, raw_cpu = raw_consume(cfg)
-        warm_s = warm_up(cfg)
-        c0, t0 = machine_cpu_s(), time.perf_counter()
-        totals = ingest(cfg, quiet=True)
-        ingest_s = time.perf_counter() - t0
-        ingest_cpu = cpu_since(c0)
-        committed = sum(totals.get(k, 0) for k in ("pois", "locations", "orders", "dead_letters"))
-        fresh_s = freshness(cfg, rounds)
+        try:
+            return _measure(cfg, n, rounds)
+        finally:  # the run's own topics (a whole replay each): not left on the cluster
+            delete_topics(cfg.kafka.servers(), [s.name for s in load_topics(cfg).topics.values()])
+
+
+def _measure(cfg: OneLocConfig, n: int, rounds: int) -> dict:
+    replay(cfg, limit=n, speed=0, progress=False)
+    raw_n, raw_s, raw_cpu = raw_consume(cfg)
+    warm_s = warm_up(cfg)
+    c0, t0 = machine_cpu_s(), time.perf_counter()
+    totals = ingest(cfg, quiet=True)
+    ingest_s = time.perf_counter() - t0
+    ingest_cpu = cpu_since(c0)
+    committed = sum(totals.get(k, 0) for k in ("pois", "locations", "orders", "dead_letters"))
+    fresh_s = freshness(cfg, rounds)
     raw_rate, ingest_rate = raw_n / raw_s, committed / ingest_s
     return {
         "benchmark": "ingest", "checkins": n or "all", "records": raw_n, "cores": os.cpu_count(),
         "raw_consume_events_per_s": round(raw_rate), "ingest_events_per_s": round(ingest_rate),
         "ratio": round(ingest_rate / raw_rate, 4), "ingest_batches": totals["batches"],
-        "ingest_seconds": round(ingest_s, 2), "ingest_read_decode_s": totals.get("read_s", 0.0), "raw_seconds": round(raw_s, 3), "ray_warmup_s": round(warm_s, 2),
+        "ingest_seconds": round(ingest_s, 2), "ingest_read_decode_s": totals.get("read_s", 0.0),
+        "raw_seconds": round(raw_s, 3), "ray_warmup_s": round(warm_s, 2),
         "raw_cpu_s": raw_cpu, "ingest_cpu_s": ingest_cpu,
         "cpu_ratio": round(ingest_cpu / raw_cpu, 2) if raw_cpu and ingest_cpu is not None else None,
         "consumer": dict(cfg.ingest.consumer),

@@ -13,6 +13,7 @@ import uuid
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from oneloc.config import OneLocConfig
+from oneloc.infra.kafka.admin import delete_topics
 from oneloc.schemas import registry
 from oneloc.streaming.producer import EventProducer
 from oneloc.streaming.replay import ROLES, build_events, send_events
@@ -26,14 +27,6 @@ def _fresh_topic(cfg: OneLocConfig, partitions: int) -> str:
     finally:
         admin.close()
     return name
-
-
-def _drop_topic(cfg: OneLocConfig, name: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.servers())
-    try:
-        admin.delete_topics([name])
-    finally:
-        admin.close()
 
 
 def run(cfg: OneLocConfig, args: argparse.Namespace) -> dict:
@@ -60,7 +53,7 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> dict:
             replay_rates.append(len(events) / (time.perf_counter() - t0))
     finally:
         producer.close()
-        _drop_topic(cfg, topic)
+        delete_topics(cfg.kafka.servers(), [topic])
     raw, rep = statistics.median(raw_rates), statistics.median(replay_rates)
     return {
         "benchmark": "produce", "events_per_round": len(events), "rounds": rounds, "partitions": partitions,

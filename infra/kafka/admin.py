@@ -102,3 +102,17 @@ def _counts(admin: AdminClient, timeout_s: float) -> dict[str, int]:
     for tp in tps:
         counts[tp.topic] += ends[tp].result().offset - starts[tp].result().offset
     return counts
+
+
+def delete_topics(servers: str, names: list[str], timeout_s: float = 30.0) -> None:
+    """Delete ``names`` (benchmarks' throwaway topics); missing ones are fine."""
+    if not names:
+        return
+    admin = admin_client(servers)  # kept until every future is done (its handle resolves them)
+    futures = admin.delete_topics(names, operation_timeout=timeout_s)
+    for name, f in futures.items():
+        try:
+            f.result(timeout=timeout_s)
+        except KafkaException as e:
+            if e.args[0].code() != 3:  # UNKNOWN_TOPIC_OR_PART: already gone
+                raise KafkaUnavailable(f"cannot delete topic {name}: {e}") from e
