@@ -98,7 +98,7 @@ class OrdersFollower:
         topic = topic_name(self.cfg, "orders")
         c = Consumer({"bootstrap.servers": self.cfg.kafka.servers(), "group.id": f"oneloc-serve-{uuid.uuid4().hex}",
                       "enable.auto.commit": False, "client.id": f"{self.cfg.kafka.client_id}-serve",
-                      "fetch.wait.max.ms": 50})
+                      "fetch.wait.max.ms": 50, "fetch.queue.backoff.ms": 10})  # see ingest.consumer
         meta = c.list_topics(topic, timeout=10)
         parts = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
         if not parts:
