@@ -45,6 +45,11 @@ def covered_offsets(raw: pa.Table) -> Offsets:
                                                         g["offset_max"].to_pylist(), strict=True)}
 
 
+def _columns(cols: list[str]) -> list[str]:
+    """The decoded-row columns that ``project(rows, cols, ...)`` reads, the record id first."""
+    return list(dict.fromkeys(["id", *(_RENAME.get(c, c) for c in cols), *LINEAGE]))
+
+
 def project(rows: pa.Table, cols: list[str], event_date: bool) -> pa.Table:
     """The table columns of flat decoded rows (NaN -> null, lineage last, event_date if asked)."""
     out = {}
@@ -107,15 +112,15 @@ class BatchWriter:
         previous three), ``samples_wait_s`` (the main thread waiting for it), ``samples_commit_s``."""
         clock = _Clock()
         ok = pc.equal(decoded["reason"], "")
-        bad = decoded.filter(pc.invert(ok))
-        slim = decoded.drop_columns(["key", "value"])  # only dead letters keep the raw bytes
+        bad = decoded.filter(pc.invert(ok))  # only dead letters keep the raw bytes
         schema = decoded["schema"]
-        pois = slim.filter(pc.and_(ok, pc.equal(schema, "Poi")))
-        locs = slim.filter(pc.and_(ok, pc.equal(schema, "UserLocation")))
+        # each table filters just its own columns (the decoded rows have those of all three schemas)
+        pois = decoded.select(_columns(POI_COLS)).filter(pc.and_(ok, pc.equal(schema, "Poi")))
+        locs = decoded.select(_columns(LOCATION_COLS)).filter(pc.and_(ok, pc.equal(schema, "UserLocation")))
         self.known |= set(pois["id"].to_pylist())
         is_order = pc.and_(ok, pc.equal(schema, "Order"))
         known = pc.fill_null(pc.is_in(decoded["poi_id"], pa.array(sorted(self.known), pa.string())), False)
-        orders = slim.filter(pc.and_(is_order, known))
+        orders = decoded.select(_columns(ORDER_COLS)).filter(pc.and_(is_order, known))
         unknown = decoded.filter(pc.and_(is_order, pc.invert(known)))
         if unknown.num_rows:
             reasons = pa.array([f"invalid Order.poi_id: unknown POI {p!r}" for p in unknown["poi_id"].to_pylist()])

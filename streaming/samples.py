@@ -262,7 +262,7 @@ class SampleBuilder:
         s_event = order[s_sorted]
         back = np.argsort(s_event, kind="stable")
         s_sorted, s_event = s_sorted[back], s_event[back]
-        made = _train_samples(cols, base[g_of[s_sorted]], pos[s_sorted], user[s_event], poi[s_event],
+        made = _window_samples(cols, base[g_of[s_sorted]], pos[s_sorted], user[s_event], poi[s_event],
                               ts[s_event], n_in[s_sorted], L)
         # builder state: as the per-event pushes leave it (the last L items of every stream)
         tr_items = np.empty(len(cols[0]), dtype=np.int64)
@@ -311,8 +311,9 @@ class SampleBuilder:
         elif user_id in self.train_users:
             o = self._open.setdefault(user_id, [0, None])
             o[0] += 1
-            if o[0] >= MIN_EVAL_LEN:
-                o[1] = self._sample(user_id, sp, poi_id, ts_ms, traj, hist)
+            if o[0] >= MIN_EVAL_LEN:  # the trajectory's sample if it ended now (a later event replaces it)
+                o[1] = (lazy.sample(user_id, poi_id, ts_ms, traj, sp) if lazy is not None
+                        else self._sample(user_id, sp, poi_id, ts_ms, traj, hist))
         item = (poi_id, ts_ms, lat, lng, traj)
         hist.append(item)
         if ext is not None:
@@ -398,11 +399,12 @@ class SampleBatch:
             self.run[user] = (item[4], len(ext))
         ext.append(item)
 
-    def sample(self, user, poi, ts: int, traj: int) -> int:
+    def sample(self, user, poi, ts: int, traj: int, sp: int = 0) -> int:
+        """Record the sample of target (poi, ts) at the user's current stream position; its index."""
         p = len(self.ext[user])
         t, start = self.run[user]
         n = p - max(p - min(self.b.cfg.history_len, p), start) if t == traj else 0
-        self.lazy.append((user, poi, ts, p, n))
+        self.lazy.append((user, poi, ts, p, n, sp, traj))
         return len(self.lazy) - 1
 
     def push(self, i: int, user_id, poi_id, ts_ms: int, lat: float, lng: float) -> None:
@@ -415,8 +417,13 @@ class SampleBatch:
 
     def table(self) -> tuple[pa.Table, np.ndarray]:
         """(the samples of the batch as a table of ``COLUMNS`` with ``SAMPLE_TYPES``, in emission
-        order; per sample the index of the event that emitted it)."""
+        order; per sample the index of the event that emitted it). Ends the batch: the val/test
+        samples of trajectories still open become dicts in the builder's state, as ``push`` makes."""
         L = self.b.cfg.history_len
+        for o in self.b._open.values():
+            if isinstance(o[1], int):
+                user, poi, ts, p, _, sp, traj = self.lazy[o[1]]
+                o[1] = SampleBuilder._sample(user, sp, poi, ts, traj, self.ext[user][p - min(L, p):p])
         base, n_items = {}, 0
         for u, ext in self.ext.items():
             base[u] = n_items
@@ -424,17 +431,21 @@ class SampleBatch:
         items = [it for ext in self.ext.values() for it in ext]
         cols = [np.fromiter(map(itemgetter(j), items), t, n_items)
                 for j, t in ((0, np.int64), (1, np.int64), (2, np.float64), (3, np.float64))]
+        # the recorded samples that were emitted (a val/test one may have been replaced), in emission order
+        ks = np.fromiter((-1 if isinstance(s, dict) else s for _, s in self.emitted), np.int64, len(self.emitted))
+        sel = ks[ks >= 0]
         m = len(self.lazy)
-        user, target_poi, target_ts, pos, n_in_traj = (np.fromiter(map(itemgetter(j), self.lazy), np.int64, m)
-                                                       for j in range(5))
-        ub = np.fromiter(map(base.__getitem__, map(itemgetter(0), self.lazy)), np.int64, m)
-        lazy_t = _train_samples(cols, ub, pos, user, target_poi, target_ts, n_in_traj, L)
+        user, target_poi, target_ts, pos, n_in_traj, sp = (
+            np.fromiter(map(itemgetter(j), self.lazy), np.int64, m)[sel] for j in range(6))
+        ub = np.fromiter(map(base.__getitem__, map(itemgetter(0), self.lazy)), np.int64, m)[sel]
+        lazy_t = _window_samples(cols, ub, pos, user, target_poi, target_ts, n_in_traj, L, sp)
         dicts = [s for _, s in self.emitted if isinstance(s, dict)]
         eager_t = pa.table({c: pa.array([r[c] for r in dicts], SAMPLE_TYPES[c]) for c in COLUMNS})
-        # emission order: lazy samples are numbered in order; dicts go after them, in order
-        k = np.fromiter((s if not isinstance(s, dict) else -1 for _, s in self.emitted), np.int64, len(self.emitted))
-        is_d = k < 0
-        k[is_d] = m + np.arange(int(is_d.sum()))
+        # emission order: the recorded ones come first in ``lazy_t``, dicts after them, in order
+        k = np.empty(len(ks), dtype=np.int64)
+        is_d = ks < 0
+        k[~is_d] = np.arange(len(sel))
+        k[is_d] = len(sel) + np.arange(int(is_d.sum()))
         events = np.fromiter((i for i, _ in self.emitted), np.int64, len(self.emitted))
         both = pa.concat_tables([lazy_t, eager_t])
         if not (k == np.arange(len(k))).all():
@@ -442,10 +453,12 @@ class SampleBatch:
         return both, events
 
 
-def _train_samples(items: list[np.ndarray], ub, pos, user, target_poi, target_ts, n_in_traj, L: int) -> pa.Table:
-    """Training samples as a table of ``COLUMNS``: ``items`` = the history streams' poi, ts, lat, lng
-    (all users' streams one after another); sample i's user stream starts at ``ub[i]`` and its target
-    is at stream position ``pos[i]`` (> 0): history = the stream's items [pos - min(L, pos), pos)."""
+def _window_samples(items: list[np.ndarray], ub, pos, user, target_poi, target_ts, n_in_traj, L: int,
+                    split: np.ndarray | None = None) -> pa.Table:
+    """Samples as a table of ``COLUMNS``: ``items`` = the history streams' poi, ts, lat, lng (all
+    users' streams one after another); sample i's user stream starts at ``ub[i]`` and its target is
+    at stream position ``pos[i]`` (> 0): history = the stream's items [pos - min(L, pos), pos).
+    ``split``: split codes (default: all train)."""
     poi, ts, lat, lng = items
     m = len(pos)
     ln = np.minimum(pos, L)
@@ -459,7 +472,9 @@ def _train_samples(items: list[np.ndarray], ub, pos, user, target_poi, target_ts
     last = ub + pos - 1
     off32 = pa.array(offsets)
     cols = {
-        "user_id": user, "split": pa.repeat(pa.scalar(SPLITS[0]), m),
+        "user_id": user,
+        "split": (pa.repeat(pa.scalar(SPLITS[0]), m) if split is None or not split.any()
+                  else pa.array(np.array(SPLITS, dtype=object)[split], pa.string())),
         "target_poi": target_poi, "target_ts": target_ts,
         "last_lat": lat[last], "last_lng": lng[last], "last_ts": ts[last],
         "hist_poi": pa.ListArray.from_arrays(off32, pa.array(poi[idx])),
