@@ -3,7 +3,8 @@
     oneloc demo            # quick mode (about 10-15 minutes on a 2-core machine)
     oneloc demo --full     # full mode: full training, RL, every baseline (see README for its time)
 
-1. Kafka: the embedded broker (or the configured cluster) and the topics.
+1. Kafka: the embedded broker (or the configured cluster) and the topics. A re-run starts from an empty
+   embedded broker and no Delta tables (``--keep-state`` keeps an earlier run's).
 2. Replay: the POI catalog and the first ``--hold-back``-less part of the NYC check-ins, as a stream.
 3. Counts: per-topic messages against what was replayed.
 4. Ingest: Kafka -> Ray Data -> Delta tables, the H3 neighbor index and the training shards.
@@ -48,10 +49,29 @@ QUICK = [
 HOLD_BACK = 36_000
 
 
+def _fresh_start(cfg: OneLocConfig) -> list[str]:
+    """What a re-run must not find: the embedded broker's data (a previous run's topics already hold the
+    held-back check-ins, so the loop would have nothing new) and the local Delta tables. Removed; returns
+    what was. An external Kafka cluster and an object-store state root are never touched."""
+    from oneloc.infra.kafka.embedded import data_dir, reset
+
+    removed = []
+    if cfg.kafka.is_embedded and data_dir(cfg).exists():
+        reset(cfg)
+        removed.append(f"the embedded broker's data ({data_dir(cfg)})")
+    delta = Path(cfg.storage.path(cfg.storage.delta))
+    if "://" not in str(delta) and delta.exists():
+        shutil.rmtree(delta)
+        removed.append(f"the Delta tables ({delta})")
+    return removed
+
+
 def _stage_kafka(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> None:
     from oneloc.infra.kafka.embedded import ensure_running
     from oneloc.infra.topics import apply_topics
 
+    if not args.keep_state and (removed := _fresh_start(cfg)):
+        print("fresh start (--keep-state keeps them): removed " + "; ".join(removed))
     if cfg.kafka.is_embedded:
         state["bootstrap"] = ensure_running(cfg)
     print(apply_topics(cfg).summary())
@@ -232,6 +252,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="newest check-ins kept back for the loop stage (0 = replay everything at once)")
     p.add_argument("--loop-seconds", type=float, default=900.0, help="time limit of the loop stage")
     p.add_argument("--stages", default="", help="comma-separated stage names to run (default: all)")
+    p.add_argument("--keep-state", action="store_true",
+                   help="keep the embedded broker's topics and the Delta tables of an earlier run (default: "
+                        "the kafka stage starts from empty ones; an external cluster is never touched)")
 
 
 def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
