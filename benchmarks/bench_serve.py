@@ -25,7 +25,6 @@ batch sizes 1..1024: the best throughput whose per-batch p99 stays within 50 ms.
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -200,13 +199,8 @@ def gpu_run(cfg, checkpoint: str, device: str, rounds: int) -> dict:
             "batches": runs, "best_within_p99_50ms": best}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(cfg, args: argparse.Namespace) -> dict:
+    from oneloc.ports import free_ports
     from oneloc.serving.untrained import untrained_checkpoint
 
     size = (getattr(args, "sizes", "") or "default").split(",")[0]
@@ -220,7 +214,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
         return gpu_run(cfg, checkpoint, device, int(getattr(args, "rounds", 0) or 30)) | {"model_size": size}
     # replicas pinned at serve.max_replicas: the steady state at full scale, not a scale-up transient
     cfg.serve = cfg.serve.model_copy(update={"follow_orders": False, "bootstrap": "dataset", "checkpoint": checkpoint,
-                                             "port": free_port(), "min_replicas": cfg.serve.max_replicas})
+                                             "port": free_ports(1)[0], "min_replicas": cfg.serve.max_replicas})
     # the model at its best batched throughput: the best of several batch sizes (throughput flattens past 16)
     sizes = sorted({8, 16, 32, cfg.serve.max_batch_size})
     baseline_runs = in_process(cfg, checkpoint, sizes)

@@ -87,15 +87,11 @@ def set_serve_env() -> None:
     """``SERVE_ENV`` into this process's environment (unless set already), before it starts a local Ray;
     and free ports for ``SIDE_PORTS`` (unless set)."""
     import os
-    import socket
+
+    from oneloc.ports import free_ports
 
     for k, v in SERVE_ENV.items():
         os.environ.setdefault(k, v)
-    held = []  # each port stays bound until all are picked, so that they differ
-    for k in SIDE_PORTS:
-        if k not in os.environ:
-            held.append(socket.socket())
-            held[-1].bind(("127.0.0.1", 0))
-            os.environ[k] = str(held[-1].getsockname()[1])
-    for s in held:
-        s.close()
+    unset = [k for k in SIDE_PORTS if k not in os.environ]
+    for k, port in zip(unset, free_ports(len(unset)), strict=True):
+        os.environ[k] = str(port)

@@ -12,7 +12,6 @@ never collide. The broker is stopped at the end of the session.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from pathlib import Path
 
@@ -20,18 +19,7 @@ import pytest
 import yaml
 
 from oneloc.config import OneLocConfig, load_config
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from oneloc.ports import free_ports  # noqa: F401  (tests import it from here)
 
 
 def embedded_kafka_cfg(root: Path, *overrides: str) -> OneLocConfig:
