@@ -78,6 +78,14 @@ def build_events(dataset: str = "foursquare-nyc", limit: int = 0) -> list[Replay
     return events
 
 
+def first_checkins(events: list[ReplayEvent], limit: int) -> list[ReplayEvent]:
+    """The events of a replay of the first ``limit`` check-ins (0 = all), cut from a longer list of
+    ``build_events`` (the catalog first, then two events per check-in): ``build_events(limit=limit)``."""
+    if not limit:
+        return events
+    return events[: sum(e.role == "poi-catalog" for e in events) + 2 * limit]
+
+
 _ID_FIELD = {"Poi": "poi_id", "UserLocation": "event_id", "Order": "order_id"}
 
 
@@ -178,11 +186,11 @@ def replay(cfg: OneLocConfig, *, dataset: str | None = None, limit: int | None =
     limit = cfg.replay.limit if limit is None else limit
     speed = cfg.replay.speed if speed is None else speed
     t0 = time.perf_counter()
-    events = build_events(dataset, limit)
     # A shorter replay after a longer one (the demo re-run after its loop replayed the held-back
     # check-ins) finds the later events at the end of each partition: they must count as delivered
-    # too, so the watermarks are read against the whole dataset (the limited list is its prefix).
-    known = build_events(dataset) if limit else events
+    # too, so the watermarks are read against the whole dataset; the replay sends its prefix.
+    known = build_events(dataset)
+    events = first_checkins(known, limit)
     with EventProducer(cfg) as producer:
         topic_of = {r: producer.topic(r) for r in ROLES}
         marks = read_watermarks(cfg, list(topic_of.values()), known)

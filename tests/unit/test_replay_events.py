@@ -1,6 +1,6 @@
 """The replay's event stream, built from the real data without a broker."""
 
-from oneloc.streaming.replay import build_events, expected_counts
+from oneloc.streaming.replay import build_events, expected_counts, first_checkins
 from oneloc.streaming.spend import category_spend, order_amount, price_level
 
 
@@ -16,6 +16,7 @@ def test_prefix_stable_sequence_numbers():
     """A longer replay extends a shorter one: the same event keeps its seq (resume relies on it)."""
     short, long = build_events(limit=500), build_events(limit=900)
     assert [(e.seq, e.key, e.record) for e in short] == [(e.seq, e.key, e.record) for e in long[: len(short)]]
+    assert first_checkins(long, 500) == short and first_checkins(long, 0) is long
 
 
 def test_spend_proxy_is_deterministic_and_bounded():
