@@ -81,7 +81,7 @@ def _list_map_keys(validator, keys, instance, schema):
             continue
         key = tuple(item.get(k, props.get(k, {}).get("default")) for k in keys)
         if key in seen:
-            yield jsonschema.ValidationError(f"items {seen[key]} and {i} have the same key {dict(zip(keys, key))} "
+            yield jsonschema.ValidationError(f"items {seen[key]} and {i} have the same key {dict(zip(keys, key, strict=True))} "
                                              "(x-kubernetes-list-type: map)")
         seen[key] = i
 
