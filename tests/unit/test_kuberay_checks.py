@@ -325,7 +325,7 @@ def check_comments(d: Deploy) -> list[str]:
         services |= {f"{doc['metadata']['name']}-serve-svc", f"{doc['metadata']['name']}-head-svc"}
     for _, doc in d.of("RayCluster"):
         services.add(f"{doc['metadata']['name']}-head-svc")
-    texts = dict(d.texts) | {"Dockerfile": d.dockerfile}
+    texts = dict(d.texts) | {"Dockerfile": d.dockerfile, "infra/serve_config.yaml": SERVE_CONFIG.read_text()}
     for fname, text in texts.items():
         comments = "\n".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
         for svc in re.findall(r"svc/([a-z0-9-]+)", comments):
@@ -356,6 +356,11 @@ def check_images(d: Deploy) -> list[str]:
     listed = set(k.get("resources", []))
     for fname in sorted({n for n, doc in d.docs if doc["kind"] != "RayJob"} - listed):
         out.append(f"images: {fname} is not in kustomization.yaml resources")
+    # a first deploy applies all but the RayService (`-l app.kubernetes.io/component!=serve`), which needs a checkpoint
+    for fname, doc in d.docs:
+        serve = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "serve"
+        if serve != (doc["kind"] == "RayService"):
+            out.append(f"images: {fname}: the label app.kubernetes.io/component=serve must be on the RayService alone")
     return out
 
 
@@ -529,6 +534,8 @@ def _configmap(docs, old, new):
      "comments: x.yaml points to serving/app.py SERVE_ENV"),
     (lambda docs, d: _rc(docs)["headGroupSpec"]["template"]["spec"]["containers"][0].update(image="oneloc-raay:0.1.0"),
      "images: raycluster.yaml head: image oneloc-raay has no registry setting"),
+    (lambda docs, d: docs["rayservice.yaml"]["metadata"].pop("labels"),
+     "images: rayservice.yaml: the label app.kubernetes.io/component=serve must be on the RayService alone"),
     (lambda docs, d: _rc(docs).update(rayVersion="2.59.0"), "versions: raycluster.yaml: rayVersion 2.59.0"),
     (lambda docs, d: _rc(docs)["workerGroupSpecs"][0].update(replicas=9), "replicas 9 outside [1, 8]"),
     (lambda docs, d: setattr(d, "dockerfile", d.dockerfile.replace("COPY --chown=ray:users . .", "COPY . .")),
