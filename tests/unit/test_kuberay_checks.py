@@ -170,7 +170,7 @@ def check_gpu_reach(d: Deploy) -> list[str]:
     for name, svc in d.of("RayService"):
         s = d.config(d.serve_app()[1].get("args", {}).get("overrides", [])).serve
         if s.num_gpus > 0:
-            have, how = gpu_capacity(cluster_spec(svc), 0, s.num_gpus)
+            have, how = gpu_capacity(cluster_spec(svc), s.num_cpus, s.num_gpus)
             if have < s.min_replicas:
                 out.append(f"gpu-reach: {name}: serve.num_gpus={s.num_gpus} x serve.min_replicas={s.min_replicas} "
                            f"replicas, the cluster can hold {have} ({'; '.join(how) or 'no GPU group'})")
