@@ -46,7 +46,7 @@ def init_ray(cfg, address: str | None = None) -> None:
     else:
         from oneloc.serving.config import set_serve_env
 
-        set_serve_env()  # the local cluster may host Serve later (demo, loop): its settings go in first
+        set_serve_env(cfg.serve.host)  # the local cluster may host Serve later (demo, loop): its settings go in first
         ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per batch is ours
     ctx = ray.data.DataContext.get_current()

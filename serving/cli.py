@@ -31,7 +31,7 @@ def start(cfg: OneLocConfig, checkpoint: str = "") -> str:
     from oneloc.serving.config import set_serve_env
 
     if not ray.is_initialized():
-        set_serve_env()  # a local Ray started here gets the Serve settings (serving/app.py SERVE_ENV)
+        set_serve_env(cfg.serve.host)  # a local Ray started here gets the Serve settings (serving/config.py)
         ray.init(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus or None,
                  include_dashboard=cfg.ray.include_dashboard, log_to_driver=False)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port},
@@ -40,8 +40,27 @@ def start(cfg: OneLocConfig, checkpoint: str = "") -> str:
     return f"http://{cfg.serve.host}:{cfg.serve.port}"
 
 
-def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def stop(owns_ray: bool) -> None:
+    """Stop serving promptly. A Ray this process started is shut down whole (its Serve app, HAProxy and
+    every Ray process with it: no graceful drain to wait for, nothing left running); on a cluster it
+    joined, only the app goes (the cluster and its other work stay)."""
+    import ray
     from ray import serve
+
+    if owns_ray:
+        ray.shutdown()
+    else:
+        serve.delete("oneloc")
+
+
+def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
+    import signal
+
+    import ray
 
     checkpoint = args.checkpoint
     if args.untrained:
@@ -49,13 +68,24 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
 
         checkpoint = str(untrained_checkpoint(f"{cfg.storage.path(cfg.storage.checkpoints)}/untrained.pt",
                                               cfg.model.size))
-    url = start(cfg, checkpoint)
-    print(f"OneLoc serving at {url}/v1/recommendations  (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
-          flush=True)
-    deadline = time.monotonic() + args.for_seconds if args.for_seconds else None
+    owns_ray = not ray.is_initialized() and not cfg.ray.address
+    # SIGTERM (a service manager, `kill`) stops like Ctrl-C: through the finally below, not by dying
+    # with Ray's processes left behind. Set again once Ray is up: ray.init installs its own handler,
+    # which aborts the process.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        url = start(cfg, checkpoint)
+        signal.signal(signal.SIGTERM, _interrupt)
+        print(f"OneLoc serving at {url}/v1/recommendations  (docs {url}/docs, metrics {url}/metrics); "
+              "Ctrl-C stops", flush=True)
+        deadline = time.monotonic() + args.for_seconds if args.for_seconds else None
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopping ...", flush=True)
     finally:
-        serve.shutdown()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop(owns_ray)
+    print("stopped", flush=True)
     return 0

