@@ -7,6 +7,16 @@ The catalog is synthetic but shaped like the NYC one (5,135 POIs, IDs of 3 x 64 
 disambiguation code, C = 320 context dims, T = 50 history events, a 7-cell ring), so the figures do not
 depend on a fitted tokenizer. ``--nyc`` also fits the real NYC tokenizer and reports its codebook use and
 collisions. The in-run baseline is the same model at batch size 1 (``speedup_vs_batch1``).
+
+``--checkpoint CKPT`` instead compares today's request path with the fast one, side by side in one run,
+on a trained checkpoint and real requests (the NYC validation samples: their histories, times and
+locations): old = ``reference_beam_search`` in float32 at beam 20, new = ``beam_search`` (fast path),
+bf16 where the CPU has AMX, at each ``--new-beams`` width. Rounds alternate old and new on the same
+batches of 32; wall and CPU time per batch (CPU time = this process's, steadier on a shared machine)
+and their ratios; then Acc@1/5/10 and MRR@10 of every path over the whole validation split with a
+paired bootstrap interval of new - old.
+
+    python -m oneloc.benchmarks.bench_model --checkpoint ckpt.pt --new-beams 20,10 --out x.json
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -22,7 +33,7 @@ import torch
 
 from oneloc.benchmarks._emit import emit
 from oneloc.model.batch import make_batch
-from oneloc.model.beam_search import beam_search
+from oneloc.model.beam_search import beam_search, bf16_linears, reference_beam_search
 from oneloc.model.config import ModelConfig
 from oneloc.model.oneloc import build_model
 from oneloc.model.semantic_ids import SemanticIdTokenizer, disambiguate, id_report
@@ -101,6 +112,75 @@ def nyc_tokenizer_report() -> dict:
     return out
 
 
+def cpu_has_bf16() -> bool:
+    """AMX / AVX-512 BF16 (Linux flags): where bfloat16 matrix products are faster than float32."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def compare_paths(ckpt: str, batch: int, rounds: int, new_beams: list[int], bf16: bool, limit: int = 0) -> dict:
+    """Old vs new request path on a checkpoint and the NYC validation requests (module docstring)."""
+    from oneloc.config import load_config
+    from oneloc.evaluation.metrics import paired_bootstrap, per_sample, target_rank
+    from oneloc.model.checkpoint import load_checkpoint
+    from oneloc.ray_jobs.data import context_of, to_batch
+    from oneloc.streaming.dataset import load_checkins
+    from oneloc.streaming.samples import build_samples
+
+    model, tok, _, extra = load_checkpoint(ckpt)
+    if extra.get("context", "catalog") != "catalog":
+        raise SystemExit("--checkpoint: only catalog-context checkpoints (no neighbor index here)")
+    fast = bf16_linears(model) if bf16 else model
+    trie, context = tok.trie(), context_of(tok)
+    samples = build_samples(load_checkins(), load_config().shards)
+    val = samples[samples["split"] == "val"].reset_index(drop=True)
+    val = val.iloc[:limit] if limit else val
+    T = model.cfg.max_history
+    batches = [to_batch(val.iloc[i:i + batch], tok, context, max_len=T)
+               for i in range(0, len(val) - batch + 1, batch)]
+    paths = {"old": lambda b: reference_beam_search(model, b, trie, k=10, beam=20)}
+    for w in new_beams:
+        paths[f"new_beam{w}"] = lambda b, w=w: beam_search(fast, b, trie, k=10, beam=w, bf16=bf16)
+    wall: dict[str, list] = {n: [] for n in paths}
+    cpu: dict[str, list] = {n: [] for n in paths}
+    with torch.inference_mode():
+        for i in range(rounds + 2):                       # 2 warm-up rounds; each round one real batch
+            b = batches[i % len(batches)]
+            for name, f in paths.items():
+                t, c = time.perf_counter(), time.process_time()
+                f(b)
+                if i >= 2:
+                    wall[name].append(time.perf_counter() - t)
+                    cpu[name].append(time.process_time() - c)
+        ranks, lists = {}, {}
+        for name, f in paths.items():                     # quality: every validation request
+            items = np.concatenate([f(b)[0].numpy() for b in batches])
+            tgt = np.concatenate([b["target_items"].numpy() for b in batches])
+            ranks[name], lists[name] = target_rank(items, tgt), items
+    metrics = ["acc@1", "acc@5", "acc@10", "mrr"]
+    speed, quality = {}, {}
+    for name in paths:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        speed[name] = {"wall_ms_p50": round(1000 * w, 2), "cpu_ms_p50": round(1000 * c, 2),
+                       "requests_per_s_wall": round(batch / w, 1), "requests_per_s_cpu": round(batch / c, 1),
+                       "speedup_wall_vs_old": round(statistics.median(wall["old"]) / w, 2),
+                       "speedup_cpu_vs_old": round(statistics.median(cpu["old"]) / c, 2)}
+        quality[name] = {m: round(float(per_sample(ranks[name], m).mean()), 4) for m in metrics}
+        if name != "old":
+            quality[name]["new_minus_old_95ci"] = {
+                m: {k: round(v, 4) for k, v in d.items()}
+                for m, d in paired_bootstrap(ranks[name], ranks["old"], metrics).items()}
+            quality[name]["same_top10_as_old"] = round(float((lists[name] == lists["old"]).all(1).mean()), 4)
+            quality[name]["same_top1_as_old"] = round(float((lists[name][:, 0] == lists["old"][:, 0]).mean()), 4)
+    return {"checkpoint": ckpt, "batch": batch, "rounds": rounds, "bf16": bf16, "k": 10,
+            "old": "reference_beam_search, float32, beam 20", "new": "beam_search fast path"
+            + (", bf16 linears under autocast" if bf16 else ", float32"),
+            "val_requests": int(sum(len(b["target_items"]) for b in batches)), "speed": speed, "quality": quality}
+
+
 def run(cfg, args: argparse.Namespace) -> dict:
     device = getattr(args, "device", "cpu") or "cpu"
     # one thread per two cores, at most 4: on a shared 2-core machine, 2 OpenMP threads fighting other
@@ -112,6 +192,12 @@ def run(cfg, args: argparse.Namespace) -> dict:
     batches = [int(b) for b in (getattr(args, "batches", "") or ("16,64,256,1024" if gpu else "16,64")).split(",")]
     rounds = getattr(args, "rounds", 0) or (20 if gpu else 5)
     k, beam = getattr(args, "k", 10), getattr(args, "beam", 20)
+    if getattr(args, "checkpoint", ""):
+        bf16 = {"auto": cpu_has_bf16(), "on": True, "off": False}[getattr(args, "bf16", "auto")]
+        cmp = compare_paths(args.checkpoint, getattr(args, "batch", 32), getattr(args, "rounds", 0) or 20,
+                            [int(w) for w in args.new_beams.split(",")], bf16, getattr(args, "limit", 0))
+        return {"benchmark": "model-request-path", "device": f"cpu x{threads} threads", "torch": torch.__version__,
+                "command": " ".join(["python -m oneloc.benchmarks.bench_model", *sys.argv[1:]]), **cmp}
     results = []
     for size in sizes:
         for amp in ((False, True) if gpu else (False,)):
@@ -133,6 +219,11 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--beam", type=int, default=20)
     p.add_argument("--nyc", action="store_true", help="also fit and report the real NYC tokenizer")
+    p.add_argument("--checkpoint", default="", help="compare old vs new request path on this checkpoint")
+    p.add_argument("--batch", type=int, default=32, help="--checkpoint: requests per batch")
+    p.add_argument("--new-beams", default="20,10", help="--checkpoint: beam widths of the new path")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="--checkpoint: new path in bf16")
+    p.add_argument("--limit", type=int, default=0, help="--checkpoint: at most this many validation samples")
     p.add_argument("--out", default="")
     args = p.parse_args()
     emit(run(None, args), args.out)

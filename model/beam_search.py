@@ -15,16 +15,30 @@ cache reorder after the last level); ``reference_beam_search`` runs the plain st
 float32 they return the same items (tests/unit/test_model_decoding.py); a model without the fast path
 is searched by the reference. ``bf16=True`` runs the search under bfloat16 autocast (matrix products in
 bfloat16, softmax and scores in float32): ~2x faster on CPUs with AMX, answers within rounding of the
-float32 ones (docs/results/model/ has the validation check).
+float32 ones (docs/results/model/ has the validation check). ``bf16_linears(model)`` is a copy of the
+model with its linear layers already in bfloat16 (what autocast computes them in: the same answers), so
+a serving replica casts the weights once instead of on every call.
 """
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 
 import torch
+import torch.nn as nn
 
 from oneloc.model.trie import Trie
+
+
+def bf16_linears(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` whose nn.Linear weights are bfloat16, for ``beam_search(bf16=True)``
+    only (embeddings and layer norms stay float32, as autocast keeps them)."""
+    out = copy.deepcopy(model).eval()
+    for m in out.modules():
+        if isinstance(m, nn.Linear):
+            m.to(torch.bfloat16)
+    return out
 
 
 def _pad(items, scores, k: int):

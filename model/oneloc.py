@@ -151,7 +151,8 @@ class OneLoc(nn.Module):
 
     def start_search(self, memory: Memory) -> SearchState:
         """The fast path's ``start_decoding``: one sequence per request, every real event matching."""
-        return SearchState(self.start_decoding(memory), memory.event_mask.clone() if self.copy is not None else None)
+        match = memory.event_mask.clone() if self.copy is not None else None
+        return SearchState(self.decoder.start_fast(memory.states, memory.mask), match)
 
     def search_logprobs(self, memory: Memory, state: SearchState, last: torch.Tensor | None) -> torch.Tensor:
         """The fast path's ``step_logprobs``: last (B * G,) each sequence's newest code (None at level 0)

@@ -179,3 +179,20 @@ def test_fast_beam_search_returns_the_reference_top_k(copy_head, beam):
     ref_items, ref_scores = reference_beam_search(model, b, trie, k=10, beam=beam)
     assert torch.equal(items, ref_items)
     assert torch.allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_bf16_linears_compute_what_autocast_computes():
+    """Casting the linear weights once (serving) gives the answers of bf16 autocast over the float32 model,
+    and those are valid, distinct catalog items; the float32 model is left as it was."""
+    from oneloc.model.beam_search import bf16_linears
+
+    tok, model, b = tiny()
+    fast = bf16_linears(model)
+    assert model.decoder.heads[0].weight.dtype == torch.float32
+    assert fast.decoder.heads[0].weight.dtype == torch.bfloat16
+    items, scores = beam_search(fast, b, tok.trie(), k=10, beam=12, bf16=True)
+    auto_items, auto_scores = beam_search(model, b, tok.trie(), k=10, beam=12, bf16=True)
+    assert torch.equal(items, auto_items) and torch.allclose(scores, auto_scores)
+    assert scores.dtype == torch.float32 and ((items >= 1) & (items <= N_POIS)).all()
+    for row in items.tolist():
+        assert len(set(row)) == len(row)
