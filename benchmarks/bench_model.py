@@ -10,8 +10,8 @@ collisions. The in-run baseline is the same model at batch size 1 (``speedup_vs_
 
 ``--checkpoint CKPT`` instead compares today's request path with the fast one, side by side in one run,
 on a trained checkpoint and real requests (the NYC validation samples: their histories, times and
-locations): old = ``reference_beam_search`` in float32 at beam 20, new = ``beam_search`` (fast path),
-bf16 where the CPU has AMX, at each ``--new-beams`` width. Rounds alternate old and new on the same
+locations): old = ``beam_search`` as today (float32, beam 20), new = ``beam_search(bf16_linears(model),
+bf16=True)`` where the CPU has AMX / AVX-512 BF16 (``--bf16``), at each ``--new-beams`` width. Rounds alternate old and new on the same
 batches of 32; wall and CPU time per batch (CPU time = this process's, steadier on a shared machine)
 and their ratios; then Acc@1/5/10 and MRR@10 of every path over the whole validation split with a
 paired bootstrap interval of new - old.
@@ -33,7 +33,7 @@ import torch
 
 from oneloc.benchmarks._emit import emit
 from oneloc.model.batch import make_batch
-from oneloc.model.beam_search import beam_search, bf16_linears, reference_beam_search
+from oneloc.model.beam_search import beam_search, bf16_linears
 from oneloc.model.config import ModelConfig
 from oneloc.model.oneloc import build_model
 from oneloc.model.semantic_ids import SemanticIdTokenizer, disambiguate, id_report
@@ -141,7 +141,7 @@ def compare_paths(ckpt: str, batch: int, rounds: int, new_beams: list[int], bf16
     T = model.cfg.max_history
     batches = [to_batch(val.iloc[i:i + batch], tok, context, max_len=T)
                for i in range(0, len(val) - batch + 1, batch)]
-    paths = {"old": lambda b: reference_beam_search(model, b, trie, k=10, beam=20)}
+    paths = {"old": lambda b: beam_search(model, b, trie, k=10, beam=20)}
     for w in new_beams:
         paths[f"new_beam{w}"] = lambda b, w=w: beam_search(fast, b, trie, k=10, beam=w, bf16=bf16)
     wall: dict[str, list] = {n: [] for n in paths}
@@ -176,8 +176,8 @@ def compare_paths(ckpt: str, batch: int, rounds: int, new_beams: list[int], bf16
             quality[name]["same_top10_as_old"] = round(float((lists[name] == lists["old"]).all(1).mean()), 4)
             quality[name]["same_top1_as_old"] = round(float((lists[name][:, 0] == lists["old"][:, 0]).mean()), 4)
     return {"checkpoint": ckpt, "batch": batch, "rounds": rounds, "bf16": bf16, "k": 10,
-            "old": "reference_beam_search, float32, beam 20", "new": "beam_search fast path"
-            + (", bf16 linears under autocast" if bf16 else ", float32"),
+            "old": "beam_search, float32, beam 20", "new": "beam_search"
+            + (", bf16_linears under bf16 autocast" if bf16 else ", float32"),
             "val_requests": int(sum(len(b["target_items"]) for b in batches)), "speed": speed, "quality": quality}
 
 

@@ -6,24 +6,20 @@ at least as wide as the number of items this is exhaustive scoring. Call it on a
 (dropout off) for deterministic results.
 
     items, scores = beam_search(model, batch, trie, k=10)   # (B, k) item indices (1..N, -1 = none), (B, k)
-    items, scores = beam_search(model, batch, trie, k=10, bf16=True)   # serving on a CPU with AMX / a GPU
+    fast = bf16_linears(model)                              # once, at load (serving)
+    items, scores = beam_search(fast, batch, trie, k=10, beam=12, bf16=True)
 
-Two implementations of one search: ``beam_search`` runs the model's fast path (``OneLoc.start_search``
-/ ``search_logprobs``: fused decoder steps, the copy head's prefix match carried along the beams, no
-cache reorder after the last level); ``reference_beam_search`` runs the plain step protocol
-(``start_decoding`` / ``step_logprobs`` / ``reorder``) that every model (an ``Ensemble`` too) has. In
-float32 they return the same items (tests/unit/test_model_decoding.py); a model without the fast path
-is searched by the reference. ``bf16=True`` runs the search under bfloat16 autocast (matrix products in
-bfloat16, softmax and scores in float32): ~2x faster on CPUs with AMX, answers within rounding of the
-float32 ones (docs/results/model/ has the validation check). ``bf16_linears(model)`` is a copy of the
-model with its linear layers already in bfloat16 (what autocast computes them in: the same answers), so
-a serving replica casts the weights once instead of on every call.
+``bf16=True`` runs the search under bfloat16 autocast: matrix products in bfloat16, softmax, log-probs
+and beam scores in float32. On a CPU with AMX (Sapphire Rapids and later) it is ~1.5x cheaper per request
+than float32; answers are within rounding of the float32 ones (validation metrics equal, see
+docs/results/model/request-path.md). ``bf16_linears(model)`` is an inference copy of the model with its
+linear layers already in bfloat16 (what autocast computes them in: the same answers), so the weights are
+cast once instead of on every call; it must be searched with ``bf16=True``.
 """
 
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
@@ -32,7 +28,7 @@ from oneloc.model.trie import Trie
 
 
 def bf16_linears(model: nn.Module) -> nn.Module:
-    """An inference copy of ``model`` whose nn.Linear weights are bfloat16, for ``beam_search(bf16=True)``
+    """An inference copy of ``model`` whose nn.Linear layers are bfloat16, for ``beam_search(bf16=True)``
     only (embeddings and layer norms stay float32, as autocast keeps them)."""
     out = copy.deepcopy(model).eval()
     for m in out.modules():
@@ -41,67 +37,33 @@ def bf16_linears(model: nn.Module) -> nn.Module:
     return out
 
 
-def _pad(items, scores, k: int):
-    B = items.size(0)
+@torch.no_grad()
+def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None,
+                bf16: bool = False) -> tuple[torch.Tensor, ...]:
+    if bf16:
+        with torch.autocast(batch["hist_items"].device.type, dtype=torch.bfloat16):
+            return beam_search(model, batch, trie, k, beam)
+    beam = max(beam or 2 * k, k)
+    memory = model.encode(batch)                                                # Memory of B requests
+    cache = model.start_decoding(memory)                                        # keys/values kept per beam
+    B, dev = memory.states.size(0), memory.states.device
+    nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)                     # (B, W) trie node per beam
+    scores = torch.zeros(B, 1, device=dev)                                      # (B, W) log p so far
+    prefix = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)                 # (B, W, l) codes so far
+    for level in range(trie.depth):
+        W = nodes.size(1)
+        logp = model.step_logprobs(memory, prefix.view(B * W, level), cache).view(B, W, -1)  # (B, W, K)
+        K = logp.size(-1)
+        valid = trie.valid[level][nodes]                                        # (B, W, K)
+        cand = (scores[..., None] + logp).masked_fill(~valid, float("-inf"))
+        scores, flat = cand.view(B, W * K).topk(min(beam, W * K), dim=1)        # sorted, (B, W')
+        parent, code = flat // K, flat % K
+        cache.reorder((parent + W * torch.arange(B, device=dev)[:, None]).view(-1))  # the survivors' parents
+        nodes = trie.child[level][nodes.gather(1, parent), code].clamp_min(0)  # dead beams -> node 0
+        prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), code[..., None]], 2)
+    items = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, -1))
     if items.size(1) < k:  # fewer beams than asked: pad with "none"
         pad = k - items.size(1)
         items = torch.cat([items, items.new_full((B, pad), -1)], 1)
         scores = torch.cat([scores, scores.new_full((B, pad), float("-inf"))], 1)
     return items[:, :k], scores[:, :k]
-
-
-def _precision(bf16: bool, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
-@torch.no_grad()
-def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None,
-                bf16: bool = False) -> tuple[torch.Tensor, ...]:
-    if not hasattr(model, "start_search"):
-        return reference_beam_search(model, batch, trie, k, beam, bf16)
-    beam = max(beam or 2 * k, k)
-    with _precision(bf16, batch["hist_items"].device):
-        memory = model.encode(batch)                                            # Memory of B requests
-        state = model.start_search(memory)
-        B, dev = memory.states.size(0), memory.states.device
-        nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)                 # (B, W) trie node per beam
-        scores = torch.zeros(B, 1, device=dev)                                  # (B, W) log p so far
-        code = None
-        for level in range(trie.depth):
-            W = nodes.size(1)
-            logp = model.search_logprobs(memory, state, code).view(B, W, -1)   # (B, W, K) float32
-            K = logp.size(-1)
-            cand = (scores[..., None] + logp).masked_fill(~trie.valid[level][nodes], float("-inf"))
-            scores, flat = cand.view(B, W * K).topk(min(beam, W * K), dim=1)    # sorted, (B, W')
-            parent, code = flat // K, (flat % K).view(-1)
-            nodes = trie.child[level][nodes.gather(1, parent), code.view(B, -1)].clamp_min(0)  # dead -> 0
-            if level + 1 < trie.depth:
-                state.select((parent + W * torch.arange(B, device=dev)[:, None]).view(-1), code)
-    items = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, -1))
-    return _pad(items, scores, k)
-
-
-@torch.no_grad()
-def reference_beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None,
-                          bf16: bool = False) -> tuple[torch.Tensor, ...]:
-    beam = max(beam or 2 * k, k)
-    with _precision(bf16, batch["hist_items"].device):
-        memory = model.encode(batch)                                            # Memory of B requests
-        cache = model.start_decoding(memory)                                    # keys/values kept per beam
-        B, dev = memory.states.size(0), memory.states.device
-        nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)                 # (B, W) trie node per beam
-        scores = torch.zeros(B, 1, device=dev)                                  # (B, W) log p so far
-        prefix = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)             # (B, W, l) codes so far
-        for level in range(trie.depth):
-            W = nodes.size(1)
-            logp = model.step_logprobs(memory, prefix.view(B * W, level), cache).view(B, W, -1)  # (B, W, K)
-            K = logp.size(-1)
-            valid = trie.valid[level][nodes]                                    # (B, W, K)
-            cand = (scores[..., None] + logp).masked_fill(~valid, float("-inf"))
-            scores, flat = cand.view(B, W * K).topk(min(beam, W * K), dim=1)    # sorted, (B, W')
-            parent, code = flat // K, flat % K
-            cache.reorder((parent + W * torch.arange(B, device=dev)[:, None]).view(-1))  # the survivors' parents
-            nodes = trie.child[level][nodes.gather(1, parent), code].clamp_min(0)  # dead beams -> node 0
-            prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), code[..., None]], 2)
-    items = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, -1))
-    return _pad(items, scores, k)

@@ -65,26 +65,3 @@ class HistoryCopy(nn.Module):
             p = g[:, i, None] * gen_logp[i].exp() + (1 - g[:, i, None]) * p_copy
             out.append(p.clamp_min(1e-12).log())
         return out
-
-    def step(self, gen_logits: torch.Tensor, hidden: torch.Tensor, allowed: torch.Tensor, keys: torch.Tensor,
-             codes_now: torch.Tensor) -> torch.Tensor:
-        """``forward`` for one level of beam search, with the prefix match kept by the search instead of
-        recomputed from the codes (model/oneloc.py ``SearchState``):
-
-        gen_logits  (B * G, K)  the generator's logits at this level
-        hidden      (B * G, d)  the decoder states predicting it
-        allowed     (B * G, E)  the real events whose item has the beam's prefix
-        keys        (B, E, d)   ``keys(...)`` of the events
-        codes_now   (B * G, E)  the events' codes at this level
-        -> (B * G, K) mixed log-probs (float32)
-        """
-        BG, d = hidden.shape
-        B, E, _ = keys.shape
-        s = (self.q(hidden).view(B, BG // B, d) @ keys.transpose(1, 2)).view(BG, E).float() / math.sqrt(d)
-        any_ = allowed.any(-1, keepdim=True)                                               # (BG, 1)
-        s = s.masked_fill(~allowed, float("-inf")).masked_fill(~any_, 0.0)
-        a = torch.softmax(s, -1) * any_                                                    # (BG, E)
-        g = torch.where(any_, torch.sigmoid(self.mix(hidden).float()), 1.0)                # (BG, 1)
-        gen = torch.softmax(gen_logits.float(), -1)
-        p_copy = torch.zeros_like(gen).scatter_add_(1, codes_now, a)
-        return (g * gen + (1 - g) * p_copy).clamp_min(1e-12).log()

@@ -8,9 +8,6 @@ memory of B rows, and the cross-attention runs on (B, G * l) queries, so the mem
 Two ways to run it: ``forward`` over whole code sequences (training, scoring), and ``step`` one position
 at a time with a ``DecodeCache`` (beam search): the memory's keys/values are projected once per request
 and each position's self-attention keys/values once per beam, instead of recomputing the prefix.
-``step_fast`` is the same step for serving (beam search's default): one fused q/k/v projection and plain
-attention ops for these tiny shapes (one query over a few keys), where SDPA's kernels cost more than the
-arithmetic; it computes the same function (tests compare it with ``step``).
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from oneloc.model.attention import MultiHeadAttention
 from oneloc.model.encoder import MLP
@@ -54,29 +50,6 @@ class DecoderBlock(nn.Module):
         x = x + self.self_attn(h, kv=(k, v))                                    # sees every earlier position
         q = self.ln2(x).view(B, BG // B, d)
         x = x + self.cross_attn(q, allowed=mem_allowed, kv=mem_kv).view(BG, 1, d)
-        return x + self.mlp(self.ln3(x)), (k, v)
-
-    def step_fast(self, x, self_kv, mem_kv, mem_allowed):
-        # as ``step`` with x (B * G, d): the newest position of each sequence, no length axis; mem_kv's
-        # keys transposed (B, nh, hs, M) (``Decoder.start_fast``); attention arithmetic in float32
-        BG, d = x.shape
-        B, nh = mem_kv[0].size(0), self.self_attn.n_heads
-        hs = d // nh
-        sa = self.self_attn
-        qkv = F.linear(self.ln1(x), torch.cat([sa.q.weight, sa.kv.weight]), torch.cat([sa.q.bias, sa.kv.bias]))
-        qkv = qkv.float()
-        q = qkv[:, :d].view(BG, nh, 1, hs)
-        k, v = qkv[:, d:].view(BG, 2, nh, 1, hs).unbind(1)                       # (B * G, nh, 1, hs) each
-        if self_kv is not None:
-            k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)  # (B * G, nh, l, hs)
-        w = torch.softmax((q * k).sum(-1, keepdim=True) * hs ** -0.5, 2)        # (B * G, nh, l, 1)
-        x = x + sa.out((w * v).sum(2).reshape(BG, d))
-        ca = self.cross_attn
-        q = ca.q(self.ln2(x)).view(B, BG // B, nh, hs).transpose(1, 2)          # (B, nh, G, hs)
-        s = (q @ mem_kv[0].to(q.dtype)).float() * hs ** -0.5                    # (B, nh, G, M)
-        w = torch.softmax(s.masked_fill(~mem_allowed, float("-inf")), -1)
-        y = (w.to(mem_kv[1].dtype) @ mem_kv[1]).transpose(1, 2).reshape(BG, d)
-        x = x + ca.out(y)
         return x + self.mlp(self.ln3(x)), (k, v)
 
 
@@ -133,22 +106,6 @@ class Decoder(nn.Module):
             x, cache.self_kv[i] = block.step(x, cache.self_kv[i], cache.mem_kv[i], cache.mem_allowed)
         cache.length += 1
         return self.ln_f(x[:, 0])
-
-    def start_fast(self, memory, mem_mask) -> DecodeCache:
-        """``start`` for ``step_fast``: the memory's keys stored transposed, (B, nh, hs, M)."""
-        cache = self.start(memory, mem_mask)
-        cache.mem_kv = [(k.transpose(-1, -2).contiguous(), v) for k, v in cache.mem_kv]
-        return cache
-
-    def step_fast(self, token, cache: DecodeCache, n_seq: int):
-        # as ``step`` (same arguments and result) on a ``start_fast`` cache, through ``DecoderBlock.step_fast``
-        if token is None:
-            token = self.bos[0].expand(n_seq, -1).to(cache.mem_kv[0][0].dtype)
-        x = token + self.level.weight[cache.length]                              # (B * G, d)
-        for i, block in enumerate(self.blocks):
-            x, cache.self_kv[i] = block.step_fast(x, cache.self_kv[i], cache.mem_kv[i], cache.mem_allowed)
-        cache.length += 1
-        return self.ln_f(x)
 
     def logits(self, hidden, level: int):
         # hidden (..., d) -> (..., K_level)

@@ -7,16 +7,11 @@
     logp = model.sequence_logprob(batch, codes)       # (B,) log p(codes | user), e.g. for DPO
     items, scores = beam_search(model, batch, trie, k=10)   # (see beam_search.py)
 
-Beam search's fast path (``start_search`` / ``search_logprobs`` / ``SearchState.select``) computes what
-``start_decoding`` / ``step_logprobs`` / ``DecodeCache.reorder`` do, with less work per level: fused
-decoder steps (``Decoder.step_fast``) and the copy head's prefix match carried along the beams.
-
 The batch is the dict of tensors built by ``batch.make_batch`` (shapes there).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -48,23 +43,6 @@ class Memory(NamedTuple):
     def repeat(self, n: int) -> Memory:
         """Each request n times over (rows r, then r again ...): for n candidate sets scored at once."""
         return Memory(*(t.repeat(n, *([1] * (t.dim() - 1))) for t in self))
-
-
-@dataclass
-class SearchState:
-    """What beam search's fast path keeps between levels: the decoder's cache and, with a copy head, which
-    events still match each sequence's prefix (B * G, E) and their codes at the level just scored."""
-
-    cache: DecodeCache
-    match: torch.Tensor | None
-    codes_now: torch.Tensor | None = None
-
-    def select(self, rows: torch.Tensor, codes: torch.Tensor) -> None:
-        """Keep the sequences ``rows`` (indices into the current ones), each extended by ``codes`` (same
-        length) at the level just scored."""
-        self.cache.reorder(rows)
-        if self.match is not None:
-            self.match = self.match.index_select(0, rows) & (self.codes_now.index_select(0, rows) == codes[:, None])
 
 
 class OneLoc(nn.Module):
@@ -148,24 +126,6 @@ class OneLoc(nn.Module):
         token = self.codes.tables[level - 1](prefix[:, -1]) if level else None
         hidden = self.decoder.step(token, cache, prefix.size(0))                       # (B * G, d)
         return self._logprobs(memory, hidden[:, None], [level], prefix)[0]
-
-    def start_search(self, memory: Memory) -> SearchState:
-        """The fast path's ``start_decoding``: one sequence per request, every real event matching."""
-        match = memory.event_mask.clone() if self.copy is not None else None
-        return SearchState(self.decoder.start_fast(memory.states, memory.mask), match)
-
-    def search_logprobs(self, memory: Memory, state: SearchState, last: torch.Tensor | None) -> torch.Tensor:
-        """The fast path's ``step_logprobs``: last (B * G,) each sequence's newest code (None at level 0)
-        -> (B * G, K_l) log-probabilities of the next code (float32)."""
-        level = state.cache.length
-        token = self.codes.tables[level - 1](last) if level else None
-        hidden = self.decoder.step_fast(token, state.cache, memory.states.size(0))         # (B * G, d)
-        logits = self.decoder.logits(hidden, level)
-        if self.copy is None:
-            return F.log_softmax(logits.float(), -1)
-        BG, (B, E, _) = hidden.size(0), memory.event_codes.shape
-        state.codes_now = memory.event_codes[:, None, :, level].expand(B, BG // B, E).reshape(BG, E)
-        return self.copy.step(logits, hidden, state.match, memory.event_keys, state.codes_now)
 
     def nll(self, memory: Memory, codes) -> torch.Tensor:
         """Mean next-token negative log-likelihood over the levels of codes (B, L)."""
