@@ -200,14 +200,14 @@ class ColumnarDecoder:
 
     def __init__(self, reg: SchemaRegistry, *, check: bool = True):
         self.check = check
-        self.plans: dict[int, tuple[str, tuple[_Field, ...]]] = {}
+        self.plans: dict[str, tuple[np.ndarray, tuple[_Field, ...]]] = {}  # name -> (fingerprints, fields)
         for name, parsed in reg.current.items():
             p = plan(parsed, reg.named)
             if p is None:
                 continue
-            for fp, w in reg.writers.items():  # the spec fingerprint and its aliases (same writer schema)
-                if w.name == name and w.parsed is parsed:
-                    self.plans[_fp_int(fp)] = (name, p)
+            # the spec fingerprint and its aliases: the same writer schema
+            fps = [_fp_int(fp) for fp, w in reg.writers.items() if w.name == name and w.parsed is parsed]
+            self.plans[name] = (np.array(fps, dtype=np.uint64), p)
 
     def decode(self, values: pa.Array | pa.ChunkedArray, expected: np.ndarray | None = None
                ) -> tuple[dict[str, tuple[np.ndarray, dict[str, pa.Array]]], np.ndarray]:
@@ -236,8 +236,8 @@ class ColumnarDecoder:
             fp |= buf[s + 2 + k].astype(np.uint64) << np.uint64(8 * k)
         taken = np.zeros(n, dtype=bool)
         out: dict[str, tuple[np.ndarray, dict[str, pa.Array]]] = {}
-        for fpi, (name, fields) in self.plans.items():
-            mine = head & (fp == np.uint64(fpi))
+        for name, (fps, fields) in self.plans.items():
+            mine = head & np.isin(fp, fps)
             if expected is not None:
                 mine &= (expected == name) | (expected == None) | (expected == "")  # noqa: E711
             idx = np.flatnonzero(mine)
