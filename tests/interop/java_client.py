@@ -29,8 +29,7 @@ VECTORS = HERE / "vectors" / "java-avro.json"
 MAIN = "oneloc.interop.Interop"
 # what Maven prints when an artifact cannot be fetched (no network, Central unreachable): a skip, not a failure
 _UNRESOLVED = ("Could not resolve dependencies", "Could not transfer artifact", "Non-resolvable",
-               "Cannot access central", "Could not resolve plugin", "cannot be resolved", "Unknown host",
-               "Plugin org.apache.maven.plugins")
+               "Cannot access central", "could not be resolved", "No plugin found for prefix", "Unknown host")
 
 
 class JavaUnavailable(RuntimeError):
