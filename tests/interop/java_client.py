@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
 TARGET = HERE / "target"
 VECTORS = HERE / "vectors" / "java-avro.json"
+EXTRA_SCHEMAS = HERE / "vectors" / "extra-schemas.json"  # more shapes of schema, for the canonical form
 MAIN = "oneloc.interop.Interop"
 # what Maven prints when an artifact cannot be fetched (no network, Central unreachable): a skip, not a failure
 _UNRESOLVED = ("Could not resolve dependencies", "Could not transfer artifact", "Non-resolvable",
@@ -74,5 +75,5 @@ def run_java(*args: object, timeout: float = 120) -> str:
 if __name__ == "__main__":
     if sys.argv[1:] != ["vectors"]:
         sys.exit("usage: python -m tests.interop.java_client vectors")
-    VECTORS.write_text(run_java("vectors", SCHEMA_DIR))
+    VECTORS.write_text(run_java("vectors", SCHEMA_DIR, EXTRA_SCHEMAS))
     print(f"wrote {VECTORS.relative_to(HERE.parent.parent)}")

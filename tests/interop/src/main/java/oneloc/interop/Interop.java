@@ -36,7 +36,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * given only the .avsc files.
  *
  * <pre>
- *   vectors SCHEMA_DIR                                    test vectors (JSON) on stdout
+ *   vectors SCHEMA_DIR EXTRA_SCHEMAS_JSON                 test vectors (JSON) on stdout
  *   produce SCHEMA_DIR SERVERS N LOC_TOPIC ORDER_TOPIC POI_TOPIC
  *                                                        N records of each event type
  *   consume SCHEMA_DIR SERVERS TOPIC SCHEMA COUNT TIMEOUT_S
@@ -51,7 +51,7 @@ public final class Interop {
     public static void main(String[] args) throws Exception {
         Map<String, Schema> schemas = load(new File(args[1]));
         switch (args[0]) {
-            case "vectors" -> vectors(schemas);
+            case "vectors" -> vectors(schemas, new File(args[2]));
             case "produce" -> produce(schemas, args[2], Integer.parseInt(args[3]), args[4], args[5], args[6]);
             case "consume" -> consume(schemas, args[2], args[3], args[4], Integer.parseInt(args[5]),
                     Integer.parseInt(args[6]));
@@ -104,7 +104,7 @@ public final class Interop {
 
     // ------------------------------------------------------------------ vectors
 
-    static void vectors(Map<String, Schema> s) throws Exception {
+    static void vectors(Map<String, Schema> s, File extraSchemas) throws Exception {
         List<GenericRecord> records = List.of(
                 location(s, "e-1", "u-42", T + 1, 40.7128, -74.006, null, "checkin"),
                 location(s, "e-2", "\u00fc-7 \u2615", T + 123_456, -33.8688, 151.2093, 12.5, "gps"),
@@ -126,6 +126,15 @@ public final class Interop {
             fps.put(e.getKey(), one);
         }
         out.put("schemas", fps);
+        List<Object> extra = new ArrayList<>();  // more shapes of schema: canonical form and fingerprint only
+        for (com.fasterxml.jackson.databind.JsonNode node : new com.fasterxml.jackson.databind.ObjectMapper().readTree(extraSchemas)) {
+            Schema schema = new Schema.Parser().parse(node.toString());
+            Map<String, Object> one = new LinkedHashMap<>();
+            one.put("canonical_form", SchemaNormalization.toParsingForm(schema));
+            one.put("fingerprint64_hex", String.format("%016x", SchemaNormalization.parsingFingerprint64(schema)));
+            extra.add(one);
+        }
+        out.put("extra_schemas", extra);
         List<Object> recs = new ArrayList<>();
         for (GenericRecord r : records) {
             BinaryMessageEncoder<GenericRecord> enc = new BinaryMessageEncoder<>(GenericData.get(), r.getSchema());
