@@ -18,8 +18,8 @@ registry (codec.py) accepts them as aliases (``VARIANTS``, see schemas/README.md
                  project's codec (fastavro's ``to_parsing_canonical_form`` on a schema parsed
                  with ``named_schemas``) wrote before 2026-12. Affects Order (GeoPoint).
     python-avro  the Python ``avro`` package (1.12): a primitive with a logical type keeps the
-                 object form {"type":"long"} instead of "long". Affects every schema with a
-                 timestamp-millis field.
+                 object form {"type":"long"} instead of "long" (affects every schema with a
+                 timestamp-millis field), and a fixed type is written in full at every use.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class _Writer:
         self.named = named
         self.variant = variant
         self.seen: set[str] = set()  # full names already written in full
+        self.defined: dict[str, tuple[Any, str | None]] = {}  # python-avro: fixed types, written again
 
     def build(self, s: Any, namespace: str | None) -> str:
         if isinstance(s, list):
@@ -101,7 +102,10 @@ class _Writer:
         name = full_name(s["name"], s.get("namespace", namespace))
         if name in self.seen:
             return json.dumps(name)
-        self.seen.add(name)
+        if self.variant == "python-avro" and t == "fixed":  # it writes a fixed type in full every time
+            self.defined[name] = (s, namespace)
+        else:
+            self.seen.add(name)
         inner = name.rsplit(".", 1)[0] if "." in name else None  # the namespace of what it encloses
         out = '{"name":' + json.dumps(name) + ',"type":' + json.dumps("record" if t == "error" else t)
         if t == "enum":
@@ -117,6 +121,8 @@ class _Writer:
     def reference(self, name: str) -> str:
         if name in self.seen or self.variant == "by-name":
             return json.dumps(name)
+        if name in self.defined:
+            return self.build(*self.defined[name])
         if name not in self.named:
             raise ValueError(f"unknown named type {name!r}")
         return self.build(self.named[name], None)

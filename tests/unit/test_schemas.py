@@ -236,6 +236,12 @@ def test_python_avro_package_fingerprints_are_aliases(name, record):
     assert back == avro_record
 
 
+@pytest.mark.parametrize("i", range(len(EXTRA)))
+def test_python_avro_variant_equals_the_package(i):
+    """canonical.py's "python-avro" variant is the package's own canonical form, on every shape."""
+    assert canonical_form(EXTRA[i], variant="python-avro") == avro.schema.parse(json.dumps(EXTRA[i])).canonical_form
+
+
 def test_a_fingerprint_shared_by_two_schemas_is_refused(tmp_path):
     for f in SCHEMA_DIR.glob("*.avsc"):
         (tmp_path / f.name).write_text(f.read_text())
