@@ -94,10 +94,10 @@ class SchemaRegistry:
         for variant in VARIANTS:
             fp = fingerprint(raw, named_raw, variant=variant)
             known = self.writers.get(fp)
-            if known is not None and (known.name, known.file) != (name, file):
+            if known is not None and known.name != name:
                 raise ValueError(f"{file} ({variant}) and {known.file} ({known.variant}) share the fingerprint "
                                  f"{fp.hex()}: change one of them")
-            if known is None:
+            if known is None:  # else: the same canonical form already known (e.g. a doc-only change)
                 self.writers[fp] = Writer(name, parsed, file, variant)
         spec = fingerprint(raw, named_raw)
         if current:
