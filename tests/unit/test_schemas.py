@@ -242,6 +242,16 @@ def test_python_avro_variant_equals_the_package(i):
     assert canonical_form(EXTRA[i], variant="python-avro") == avro.schema.parse(json.dumps(EXTRA[i])).canonical_form
 
 
+def test_a_historic_version_has_its_aliases_too(tmp_path):
+    """After an evolution, a record the Python avro package wrote with the OLD schema still decodes."""
+    newer = newer_poi_registry(tmp_path)
+    old_schema = _avro_package_schemas()["Poi"]  # the shipped Poi = the historic v1 in ``newer``
+    body = encode("Poi", poi())[HEADER_LEN:]
+    name, rec = newer.decode(MAGIC + old_schema.fingerprint() + body)
+    assert name == "Poi" and rec["brand"] is None and rec["poi_id"] == "p1"
+    assert newer.writers[old_schema.fingerprint()].file == "history/Poi.v1.avsc"
+
+
 def test_a_fingerprint_shared_by_two_schemas_is_refused(tmp_path):
     for f in SCHEMA_DIR.glob("*.avsc"):
         (tmp_path / f.name).write_text(f.read_text())
