@@ -132,3 +132,37 @@ def test_cli_baseline_names():
     assert _baseline_names("user-history, markov", ()) == ["user-history", "markov"]
     with pytest.raises(ConfigError):
         _baseline_names("oracle", ())
+
+
+def test_report_shows_revisits_and_first_visits(data, tmp_path):
+    from oneloc.evaluation.report import rerender
+
+    assert data.window == 50 and prepare(checkins(TRAIN + TEST), CFG, window=2).window == 2
+    masks = data.masks()                               # A's test target 3 is not in A's history: a first visit
+    assert masks["test"]["first-visit"].tolist() == [True] and masks["val"]["all"].tolist() == []
+    results = run_rankers({n: make_baseline(n) for n in ("most-popular", "markov")}, data, EvalConfig())
+    sub = results["markov"]["subsets"]["test"]
+    assert sub["revisit"] == {"n": 0, "share": 0.0} and sub["first-visit"]["n"] == 1
+    assert sub["all"]["mrr"] == sub["first-visit"]["mrr"] == results["markov"]["test"]["mrr"] == 0.25
+    kinds = {"markov": "oneloc"}
+    write_report(results, tmp_path / "r.json", summary=data.summary(), kinds=kinds, masks=masks)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["summary"]["history_window"] == 50 and doc["split"]["window"] == 50
+    margins = doc["split"]["test_margins"]
+    assert set(margins) == {"all", "first-visit"} and margins["first-visit"]["baseline"] == "most-popular"
+    assert margins["first-visit"]["rows"]["markov"]["mrr"]["diff"] == pytest.approx(0.25 - 1.0)
+    assert doc["results"]["markov"]["subsets"]["test"]["first-visit"]["acc@1"] == 0.0
+    md = (tmp_path / "r.md").read_text()
+    assert "## Revisits and first visits, test split" in md and "first-visit: n = 1 (100.0%)" in md
+    assert "| markov | first-visit | most-popular | -1.0000 [-1.000, -1.000] | +0.0000" in md
+    # the stored report re-written from its stored ranks: the same split, overall figures untouched
+    (tmp_path / "old.json").write_text(json.dumps(doc | {"split": {}} | {
+        "results": {n: {k: v for k, v in r.items() if k != "subsets"} for n, r in doc["results"].items()}}))
+    (tmp_path / "old-ranks.json").write_text((tmp_path / "r-ranks.json").read_text())
+    (tmp_path / "old.json").write_text((tmp_path / "old.json").read_text().replace("r-ranks.json", "old-ranks.json"))
+    rerender(tmp_path / "old.json", masks, 50, tmp_path / "new.json")
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert new["results"] == doc["results"] and new["split"] == doc["split"]
+    assert (tmp_path / "new.md").read_text() == md
+    with pytest.raises(ValueError, match="test ranks"):
+        rerender(tmp_path / "old.json", {"test": {"all": np.ones(2, bool)}, "val": masks["val"]}, 50)
