@@ -20,7 +20,8 @@ import pandas as pd
 
 from oneloc.evaluation.catalog import Catalog, build_catalog
 from oneloc.evaluation.config import EvalConfig
-from oneloc.evaluation.harness import Ranker, evaluate_ranks
+from oneloc.evaluation.harness import Ranker, metrics_of, rank_all
+from oneloc.evaluation.metrics import target_rank
 from oneloc.evaluation.split import subset_masks, subset_metrics
 from oneloc.streaming.config import ShardsConfig
 from oneloc.streaming.samples import assert_no_leak, build_samples
@@ -58,7 +59,8 @@ def prepare(checkins: pd.DataFrame, cfg: ShardsConfig, window: int | None = None
 def run_rankers(rankers: dict[str, Ranker], data: EvalData, cfg: EvalConfig, fit: bool = True) -> dict[str, dict]:
     """name -> {"val": metrics, "test": metrics, "tuned": {...}, "fit_s": seconds, "target_ranks": {split:
     [N] 1-based rank of each sample's target, 0 = absent}, "subsets": {split: split.subset_metrics}} for
-    each ranker (the ranks let the report compare two rankers sample by sample). ``fit=False`` for
+    each ranker (the ranks let the report compare two rankers sample by sample; the subsets also have
+    dist@k / gmv@k of their ranked lists). ``fit=False`` for
     rankers that arrive trained (a OneLoc checkpoint)."""
     out = {}
     masks = data.masks()
@@ -71,8 +73,14 @@ def run_rankers(rankers: dict[str, Ranker], data: EvalData, cfg: EvalConfig, fit
         kw = dict(ks=cfg.ks, ndcg_ks=cfg.ndcg_ks, geo_ks=cfg.geo_ks)
         out[name] = {"tuned": tuned, "fit_s": round(fit_s, 1), "target_ranks": {}, "subsets": {}}
         for split, samples in (("val", data.val), ("test", data.test)):
-            out[name][split], ranks = evaluate_ranks(r, samples, data.catalog, **kw)
+            ranked = rank_all(r, samples, data.catalog)
+            out[name][split] = metrics_of(ranked, samples, data.catalog, **kw) | {"ranked_k": ranked.shape[1]}
+            ranks = target_rank(ranked, samples["target_poi"].to_numpy())
             out[name]["target_ranks"][split] = ranks.tolist()
             out[name]["subsets"][split] = subset_metrics(ranks, masks[split])
+            for subset, m in masks[split].items():   # distance / GMV of each subset's lists (not in the ranks)
+                if m.any():
+                    out[name]["subsets"][split][subset] |= metrics_of(
+                        ranked[m], samples[m], data.catalog, ks=(), ndcg_ks=(), geo_ks=cfg.geo_ks)
         log.info("%s: test %s", name, {k: round(v, 4) for k, v in out[name]["test"].items()})
     return out

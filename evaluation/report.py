@@ -214,16 +214,18 @@ def write_report(results: dict[str, dict], json_path: str | Path, summary: dict 
 def rerender(json_path: str | Path, masks: dict, window: int, out: str | Path | None = None) -> dict[str, str]:
     """Re-write a stored report (``write_report``'s JSON and ranks files) with the revisit / first-visit
     split, from its stored per-sample ranks: nothing is ranked again, so the overall figures stay as
-    they were measured. ``masks`` must be the masks of the samples the report ranked (same order)."""
+    they were measured (a subset's distance / GMV, which the ranks cannot give, is kept when stored). ``masks`` must be the masks of the samples the report ranked (same order)."""
     p = Path(json_path)
     doc = json.loads(p.read_text())
     ranks = json.loads(p.with_name(doc["target_ranks_file"]).read_text())
     results = {}
     for n, r in doc["results"].items():
+        stored = r.get("subsets", {})        # kept: what the ranks cannot give (distance, GMV of the lists)
         results[n] = r | {"target_ranks": ranks[n], "subsets": {}}
         for split, rk in ranks[n].items():
             if len(rk) != len(masks[split]["all"]):
                 raise ValueError(f"{p}: {n} has {len(rk)} {split} ranks, the samples are {len(masks[split]['all'])}")
-            results[n]["subsets"][split] = subset_metrics(rk, masks[split])
+            results[n]["subsets"][split] = {s: stored.get(split, {}).get(s, {}) | m
+                                            for s, m in subset_metrics(rk, masks[split]).items()}
     summary = doc.get("summary", {}) | {"history_window": window}
     return write_report(results, out or p, summary=summary, kinds=doc.get("kinds", {}), masks=masks)

@@ -144,6 +144,7 @@ def test_report_shows_revisits_and_first_visits(data, tmp_path):
     sub = results["markov"]["subsets"]["test"]
     assert sub["revisit"] == {"n": 0, "share": 0.0} and sub["first-visit"]["n"] == 1
     assert sub["all"]["mrr"] == sub["first-visit"]["mrr"] == results["markov"]["test"]["mrr"] == 0.25
+    assert sub["first-visit"]["dist@10"] == results["markov"]["test"]["dist@10"] > 0   # the lists' distance too
     kinds = {"markov": "oneloc"}
     write_report(results, tmp_path / "r.json", summary=data.summary(), kinds=kinds, masks=masks)
     doc = json.loads((tmp_path / "r.json").read_text())
@@ -162,7 +163,14 @@ def test_report_shows_revisits_and_first_visits(data, tmp_path):
     (tmp_path / "old.json").write_text((tmp_path / "old.json").read_text().replace("r-ranks.json", "old-ranks.json"))
     rerender(tmp_path / "old.json", masks, 50, tmp_path / "new.json")
     new = json.loads((tmp_path / "new.json").read_text())
+    geo = ("dist@1", "dist@10", "gmv@1", "gmv@10")             # the ranks cannot give the lists' distance
+    for r in doc["results"].values():
+        for split in r["subsets"].values():
+            for sub in split.values():
+                [sub.pop(k, None) for k in geo]
     assert new["results"] == doc["results"] and new["split"] == doc["split"]
+    rerender(tmp_path / "r.json", masks, 50, tmp_path / "same.json")  # a fresh report keeps its distances
+    assert json.loads((tmp_path / "same.json").read_text())["results"]["markov"]["subsets"]["test"]["all"]["dist@10"] > 0
     assert (tmp_path / "new.md").read_text() == md
     with pytest.raises(ValueError, match="test ranks"):
         rerender(tmp_path / "old.json", {"test": {"all": np.ones(2, bool)}, "val": masks["val"]}, 50)
