@@ -56,6 +56,15 @@ def prepare(checkins: pd.DataFrame, cfg: ShardsConfig, window: int | None = None
     return EvalData(train, val, test, build_catalog(checkins, cfg), min(window or cfg.history_len, cfg.history_len))
 
 
+def load(cfg) -> EvalData:
+    """``prepare`` on the configured dataset (an ``OneLocConfig``), split by the history length the model
+    sees (split.history_window)."""
+    from oneloc.evaluation.split import history_window
+    from oneloc.streaming.dataset import load_checkins
+
+    return prepare(load_checkins(cfg.replay.dataset), cfg.shards, window=history_window(cfg))
+
+
 def run_rankers(rankers: dict[str, Ranker], data: EvalData, cfg: EvalConfig, fit: bool = True) -> dict[str, dict]:
     """name -> {"val": metrics, "test": metrics, "tuned": {...}, "fit_s": seconds, "target_ranks": {split:
     [N] 1-based rank of each sample's target, 0 = absent}, "subsets": {split: split.subset_metrics}} for

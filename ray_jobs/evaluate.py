@@ -56,11 +56,11 @@ def evaluate(cfg, baselines: list[str], checkpoints: dict[str, str], out: str, d
     report (<out>.json/.md/.png). Returns {"paths", "table" (test Markdown), "split_table" (the test split's
     revisit / first-visit section with its margins, Markdown), "results", "data"}."""
     from oneloc.evaluation.baselines import make_baseline
-    from oneloc.evaluation.protocol import run_rankers
+    from oneloc.evaluation.protocol import load, run_rankers
     from oneloc.evaluation.report import markdown_table, split_section, write_report
     from oneloc.evaluation.sasrec import SASRec
 
-    data = data if data is not None else _data(cfg)
+    data = data if data is not None else load(cfg)
     log.info("samples: %s", data.summary())
     rankers = {n: SASRec(epochs=cfg.eval.sasrec_epochs, seed=cfg.eval.sasrec_seed) if n == "sasrec"
                else make_baseline(n) for n in baselines}
@@ -78,20 +78,12 @@ def evaluate(cfg, baselines: list[str], checkpoints: dict[str, str], out: str, d
             "results": results, "data": data}
 
 
-def _data(cfg):
-    """The evaluation samples of the configured dataset, split by the history length the model sees."""
-    from oneloc.evaluation.protocol import prepare
-    from oneloc.evaluation.split import history_window
-    from oneloc.streaming.dataset import load_checkins
-
-    return prepare(load_checkins(cfg.replay.dataset), cfg.shards, window=history_window(cfg))
-
-
 def rerender(cfg, report: str, out: str | None = None) -> dict[str, str]:
     """``--from-report``: the stored report re-written with the split (evaluation/report.rerender)."""
+    from oneloc.evaluation.protocol import load
     from oneloc.evaluation.report import rerender as rerender_report
 
-    data = _data(cfg)
+    data = load(cfg)
     return rerender_report(report, data.masks(), data.window, out)
 
 

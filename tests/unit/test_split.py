@@ -96,3 +96,18 @@ def test_margins_per_subset():
     # the same as metrics.paired_bootstrap run on the subset by hand
     m = masks["first-visit"]
     assert d["first-visit"] == M.paired_bootstrap(a[m], b[m], ["acc@1", "acc@10"])
+
+
+def test_compare_two_rows_of_a_report():
+    from oneloc.evaluation.compare import compare, markdown
+
+    masks = {"test": subset_masks(samples([1, 1, 2, 3], [[1]] * 4), 50)}      # 2 revisits, 2 first visits
+    ranks = {"after": {"test": [1, 1, 5, 0]}, "before": {"test": [1, 2, 5, 5]}}
+    c = compare(ranks, "after", "before", masks)
+    assert c["diff"]["revisit"]["acc@1"]["diff"] == 0.5 and c["diff"]["first-visit"]["acc@5"]["diff"] == -0.5
+    assert c["metrics"]["before"]["first-visit"]["mrr"] == pytest.approx(0.2)
+    assert "| **a - b** | first-visit | 2 | +0.0000" in markdown(c)
+    with pytest.raises(KeyError):
+        compare(ranks, "after", "nope", masks)
+    with pytest.raises(ValueError):
+        compare({"a": {"test": [1]}, "b": {"test": [1]}}, "a", "b", masks)
