@@ -11,6 +11,8 @@ A ranker is anything with::
 can only produce its top ``max_k`` (e.g. a beam search); then MRR counts targets beyond it as 0.
 
     metrics = evaluate(ranker, test_samples, catalog, ks=(1, 5, 10, 20))
+
+``protocol.run_rankers`` adds the revisit / first-visit subsets of every result (evaluation/split.py).
 """
 
 from __future__ import annotations
