@@ -181,10 +181,12 @@ def split_section(results: dict[str, dict], kinds: dict[str, str], masks: dict, 
 
 
 def write_report(results: dict[str, dict], json_path: str | Path, summary: dict | None = None,
-                 kinds: dict[str, str] | None = None, masks: dict | None = None) -> dict[str, str]:
+                 kinds: dict[str, str] | None = None, masks: dict | None = None,
+                 note: str | None = None) -> dict[str, str]:
     """Write <stem>.json, <stem>.md, <stem>.png and <stem>-ranks.json (every sample's target rank, for
     paired comparisons) next to each other; returns their paths. ``masks`` (``EvalData.masks()``) adds
-    the revisit / first-visit margins (the subset metrics come with ``results``)."""
+    the revisit / first-visit margins (the subset metrics come with ``results``); ``note`` (what was
+    run, and how) goes under the title and into the JSON."""
     p = Path(json_path)
     p.parent.mkdir(parents=True, exist_ok=True)
     md, png = p.with_suffix(".md"), p.with_suffix(".png")
@@ -195,10 +197,14 @@ def write_report(results: dict[str, dict], json_path: str | Path, summary: dict 
            "results": {n: {k: v for k, v in r.items() if k != "target_ranks"} for n, r in results.items()},
            "kinds": kinds or {}, "target_ranks_file": ranks.name,
            "split": {"definition": SPLIT_DEFINITION, "window": window, "test_margins": margins}}
+    if note:
+        doc["note"] = note
     p.write_text(json.dumps(doc, indent=2, default=float))
     ranks.write_text(json.dumps({n: r.get("target_ranks", {}) for n, r in results.items()}, separators=(",", ":")))
     n = (summary or {}).get("test_samples", "?")
-    text = [f"# Evaluation (test split, {n} samples; candidates = all training POIs, full ranking)", "",
+    text = [f"# Evaluation (test split, {n} samples; candidates = all training POIs, full ranking)", ""]
+    text += [note, ""] if note else []
+    text += [
             markdown_table(results, "test", kinds), "", "## Validation split", "",
             markdown_table(results, "val", kinds, published=False), ""]
     text += margin_table(results, kinds or {})
@@ -211,7 +217,8 @@ def write_report(results: dict[str, dict], json_path: str | Path, summary: dict 
     return {"json": str(p), "markdown": str(md), "png": str(png), "ranks": str(ranks)}
 
 
-def rerender(json_path: str | Path, masks: dict, window: int, out: str | Path | None = None) -> dict[str, str]:
+def rerender(json_path: str | Path, masks: dict, window: int, out: str | Path | None = None,
+             note: str | None = None) -> dict[str, str]:
     """Re-write a stored report (``write_report``'s JSON and ranks files) with the revisit / first-visit
     split, from its stored per-sample ranks: nothing is ranked again, so the overall figures stay as
     they were measured (a subset's distance / GMV, which the ranks cannot give, is kept when stored). ``masks`` must be the masks of the samples the report ranked (same order)."""
@@ -228,4 +235,5 @@ def rerender(json_path: str | Path, masks: dict, window: int, out: str | Path | 
             results[n]["subsets"][split] = {s: stored.get(split, {}).get(s, {}) | m
                                             for s, m in subset_metrics(rk, masks[split]).items()}
     summary = doc.get("summary", {}) | {"history_window": window}
-    return write_report(results, out or p, summary=summary, kinds=doc.get("kinds", {}), masks=masks)
+    return write_report(results, out or p, summary=summary, kinds=doc.get("kinds", {}), masks=masks,
+                        note=note or doc.get("note"))

@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-report", metavar="JSON",
                         help="re-write a stored report (its JSON + -ranks.json) with the revisit / first-visit "
                              "split, from its stored ranks (nothing is ranked again); --out defaults to it")
+    parser.add_argument("--note", help="a line under the report's title (and in its JSON): what was run, and how")
 
 
 def oneloc_ranker(path: str, cfg) -> Ranker:
@@ -51,7 +52,8 @@ def _baseline_names(arg: str, default: tuple[str, ...]) -> list[str]:
     return names
 
 
-def evaluate(cfg, baselines: list[str], checkpoints: dict[str, str], out: str, data=None) -> dict:
+def evaluate(cfg, baselines: list[str], checkpoints: dict[str, str], out: str, data=None,
+             note: str | None = None) -> dict:
     """Baselines and OneLoc checkpoints (name -> path) in one harness on the GETNext split; writes the
     report (<out>.json/.md/.png). Returns {"paths", "table" (test Markdown), "split_table" (the test split's
     revisit / first-visit section with its margins, Markdown), "results", "data"}."""
@@ -72,19 +74,19 @@ def evaluate(cfg, baselines: list[str], checkpoints: dict[str, str], out: str, d
                         "of the configuration)", name, seen, data.window)
     results = run_rankers(rankers, data, cfg.eval)  # OneLoc's fit only notes popularity (backfill)
     kinds = {n: "oneloc" for n in checkpoints}
-    paths = write_report(results, out, summary=data.summary(), kinds=kinds, masks=data.masks())
+    paths = write_report(results, out, summary=data.summary(), kinds=kinds, masks=data.masks(), note=note)
     return {"paths": paths, "table": markdown_table(results, "test", kinds),
             "split_table": "\n".join(split_section(results, kinds, data.masks(), data.window)[0]),
             "results": results, "data": data}
 
 
-def rerender(cfg, report: str, out: str | None = None) -> dict[str, str]:
+def rerender(cfg, report: str, out: str | None = None, note: str | None = None) -> dict[str, str]:
     """``--from-report``: the stored report re-written with the split (evaluation/report.rerender)."""
     from oneloc.evaluation.protocol import load
     from oneloc.evaluation.report import rerender as rerender_report
 
     data = load(cfg)
-    return rerender_report(report, data.masks(), data.window, out)
+    return rerender_report(report, data.masks(), data.window, out, note)
 
 
 def run(cfg, args: argparse.Namespace) -> int:
@@ -95,12 +97,12 @@ def run(cfg, args: argparse.Namespace) -> int:
     if args.from_report:
         if checkpoints:
             raise ConfigError("--from-report re-writes a stored report: it takes no --checkpoint")
-        paths = rerender(cfg, args.from_report, args.out)
+        paths = rerender(cfg, args.from_report, args.out, args.note)
         print(Path(paths["markdown"]).read_text())
         print(f"\nreport: {paths['json']}, {paths['markdown']}, {paths['png']}")
         return 0
     out = args.out or f"{cfg.storage.path(cfg.storage.reports)}/{cfg.eval.report_name}.json"
-    report = evaluate(cfg, _baseline_names(args.baselines, cfg.eval.baselines), checkpoints, out)
+    report = evaluate(cfg, _baseline_names(args.baselines, cfg.eval.baselines), checkpoints, out, note=args.note)
     print(report["table"])
     print("\n" + report["split_table"])
     paths = report["paths"]

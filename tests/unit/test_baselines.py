@@ -172,5 +172,9 @@ def test_report_shows_revisits_and_first_visits(data, tmp_path):
     rerender(tmp_path / "r.json", masks, 50, tmp_path / "same.json")  # a fresh report keeps its distances
     assert json.loads((tmp_path / "same.json").read_text())["results"]["markov"]["subsets"]["test"]["all"]["dist@10"] > 0
     assert (tmp_path / "new.md").read_text() == md
+    rerender(tmp_path / "r.json", masks, 50, tmp_path / "noted.json", note="A quick model, not the published one.")
+    assert "full ranking)\n\nA quick model, not the published one.\n" in (tmp_path / "noted.md").read_text()
+    rerender(tmp_path / "noted.json", masks, 50)                          # the note stays
+    assert json.loads((tmp_path / "noted.json").read_text())["note"] == "A quick model, not the published one."
     with pytest.raises(ValueError, match="test ranks"):
         rerender(tmp_path / "old.json", {"test": {"all": np.ones(2, bool)}, "val": masks["val"]}, 50)
