@@ -27,7 +27,7 @@ from oneloc.evaluation.harness import rank_all
 from oneloc.evaluation.metrics import target_rank
 from oneloc.evaluation.oneloc_ranker import OneLocRanker
 from oneloc.evaluation.protocol import load
-from oneloc.evaluation.split import revisit_mask, subset_metrics
+from oneloc.evaluation.split import revisit_mask, subset_margins, subset_metrics
 
 K = 10
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
@@ -82,17 +82,21 @@ def main(argv=None) -> int:
                                      for p, q in zip((0.5, 0.75), np.quantile(u_share, [0.5, 0.75]), strict=True)}
     rows = []
     t = val["target_poi"].to_numpy()
+    base = target_rank(ours, t)
     for gate, thr in gates.items():
         on = u_share >= thr
-        for m in (0, 1, 2, 3, 5) if gate == "all requests" else (1, 2, 3, 5):
-            ranked = mix(ours, new, np.where(on, m, 0))
-            sub = subset_metrics(target_rank(ranked, t), masks, METRICS)
-            rows.append({"gate": gate, "m": m, "gated_share": float(on.mean()), "subsets": sub})
+        for m in (0, 1, 2, 3, 5, 10) if gate == "all requests" else (1, 2, 3, 5):
+            ranks = target_rank(mix(ours, new, np.where(on, m, 0)), t)
+            rows.append({"gate": gate, "m": m, "gated_share": float(on.mean()),
+                         "subsets": subset_metrics(ranks, masks, METRICS),
+                         "vs_oneloc": subset_margins(ranks, base, masks, ["acc@10", "mrr"])})
     lines = [f"nearest-popular (new places) weights tuned on validation: {tuned['weights']}", "",
              "| gate | m | requests mixed | " + " | ".join(f"{s} {k}" for s in ("all", "rev", "first") for k in METRICS)
-             + " |", "|---" * (3 + 3 * len(METRICS)) + "|"]
+             + " | all acc@10 vs OneLoc | first acc@10 vs OneLoc |", "|---" * (5 + 3 * len(METRICS)) + "|"]
     for r in rows:
         cells = [f"{r['subsets'][s][k]:.4f}" for s in ("all", "revisit", "first-visit") for k in METRICS]
+        cells += [f"{d['diff']:+.4f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+                  for d in (r["vs_oneloc"]["all"]["acc@10"], r["vs_oneloc"]["first-visit"]["acc@10"])]
         lines.append(f"| {r['gate']} | {r['m']} | {r['gated_share']:.0%} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.out:
