@@ -11,6 +11,8 @@ A ranker is anything with::
 can only produce its top ``max_k`` (e.g. a beam search); then MRR counts targets beyond it as 0.
 
     metrics = evaluate(ranker, test_samples, catalog, ks=(1, 5, 10, 20))
+
+``protocol.run_rankers`` adds the revisit / first-visit subsets of every result (evaluation/split.py).
 """
 
 from __future__ import annotations
@@ -77,13 +79,17 @@ def metrics_of(ranked: np.ndarray, samples: pd.DataFrame, catalog: Catalog,
     return out
 
 
+def rank_all(ranker: Ranker, samples: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+    """[N, k] ranked poi ids: the whole catalog, or the ranker's top ``max_k`` when it has one."""
+    return full_ranking(ranker, samples, min(getattr(ranker, "max_k", None) or len(catalog), len(catalog)))
+
+
 def evaluate_ranks(ranker: Ranker, samples: pd.DataFrame, catalog: Catalog, ks=(1, 5, 10, 20),
                    ndcg_ks=(5, 10), geo_ks=(1, 10)) -> tuple[dict[str, float], np.ndarray]:
     """``evaluate``, and the [N] 1-based rank of each sample's target (0 = absent), for comparing two
     rankers sample by sample."""
-    k = min(getattr(ranker, "max_k", None) or len(catalog), len(catalog))
-    ranked = full_ranking(ranker, samples, k)
-    metrics = metrics_of(ranked, samples, catalog, ks, ndcg_ks, geo_ks) | {"ranked_k": k}
+    ranked = rank_all(ranker, samples, catalog)
+    metrics = metrics_of(ranked, samples, catalog, ks, ndcg_ks, geo_ks) | {"ranked_k": ranked.shape[1]}
     return metrics, M.target_rank(ranked, samples["target_poi"].to_numpy())
 
 

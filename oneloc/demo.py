@@ -217,7 +217,7 @@ def _stage_report(cfg: OneLocConfig, args: argparse.Namespace, state: dict) -> N
                   f"validation: {json.dumps({k: round(v, 4) for k, v in s['best_metrics'].items() if '@' in k})}",
                   "", f"![{run} curves]({run}-curves.png)", ""]
     lines += ["## Evaluation (test split, GETNext protocol)", "", state["eval"]["table"], "",
-              "![metrics](eval.png)", "", "## Sample requests", ""]
+              "![metrics](eval.png)", "", state["eval"]["split_table"], "", "## Sample requests", ""]
     for r in state["requests"]:
         items = ", ".join(f"{it['poi_id']} ({it['category']}, {it['distance_m']:.0f} m)"
                           for it in r["response"].get("items", [])[:5])

@@ -1,12 +1,14 @@
 """Avro single-object encoding (Avro spec 1.x, "Single object encoding"):
 
     C3 01 | 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
-          |   Parsing Canonical Form | Avro binary body
+          |   Parsing Canonical Form (canonical.py, spec-exact) | Avro binary body
 
 Any Avro library (Java's BinaryMessageDecoder, Python, Rust ...) can read the topics given
-the ``.avsc`` files. The reader looks the writer schema up by fingerprint among every
-version it knows (``schemas/*.avsc`` and ``schemas/history/*.avsc``) and resolves it
-against the current schema of the same name, so a newer reader reads older data.
+the ``.avsc`` files (tests/interop checks Java both ways). The reader looks the writer schema up
+by fingerprint among every version it knows (``schemas/*.avsc`` and ``schemas/history/*.avsc``),
+each under its spec fingerprint and the aliases of the known divergent canonical forms
+(canonical.VARIANTS: this codec's own form before 2026-12, the Python ``avro`` package's), and
+resolves it against the current schema of the same name, so a newer reader reads older data.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import to_parsing_canonical_form
 
 from oneloc.errors import DecodeError
+from oneloc.schemas.canonical import VARIANTS, Variant, canonical_form, fingerprint_bytes, full_name
 from oneloc.schemas.validation import validate
 
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -31,66 +33,77 @@ HEADER_LEN = 10
 SCHEMA_NAMES = ("UserLocation", "Order", "Poi", "DeadLetter")
 _SHARED = ("GeoPoint",)  # named types referenced by the event schemas
 
-_EMPTY64 = 0xC15D213AA4D7A795
-_TABLE = []
-for _i in range(256):
-    _fp = _i
-    for _ in range(8):
-        _fp = (_fp >> 1) ^ (_EMPTY64 & -(_fp & 1))
-    _TABLE.append(_fp)
+
+@dataclass(frozen=True)
+class Writer:
+    """One known writer schema: its name, the parsed schema, and which file and canonical form
+    variant its fingerprint comes from (``spec`` for the fingerprint this codec writes)."""
+
+    name: str
+    parsed: dict[str, Any]
+    file: str
+    variant: Variant
 
 
-def _crc64_avro(data: bytes) -> int:
-    fp = _EMPTY64
-    for b in data:
-        fp = (fp >> 8) ^ _TABLE[(fp ^ b) & 0xFF]
-    return fp
+def fingerprint(schema: dict[str, Any], named: dict[str, Any] | None = None, *, variant: Variant = "spec") -> bytes:
+    """The 8-byte header fingerprint of ``schema`` (JSON as in an .avsc file; ``named``: the types it
+    references from other files, by full name): CRC-64-AVRO of its Parsing Canonical Form,
+    little-endian. See canonical.py."""
+    return fingerprint_bytes(canonical_form(schema, named, variant=variant))
 
 
-def fingerprint(parsed_schema: dict[str, Any]) -> bytes:
-    """The 8-byte little-endian CRC-64-AVRO fingerprint of a parsed schema."""
-    canonical = to_parsing_canonical_form(parsed_schema)
-    return _crc64_avro(canonical.encode()).to_bytes(8, "little")
-
-
-def _load(path: Path, named: dict[str, Any]) -> dict[str, Any]:
-    return fastavro.parse_schema(json.loads(path.read_text()), named_schemas=named)
+def _full(raw: dict[str, Any]) -> str:
+    return full_name(raw["name"], raw.get("namespace"))
 
 
 @dataclass
 class SchemaRegistry:
-    """All known schema versions: the current reader schema per name, and every writer
-    schema (current and historic) by fingerprint."""
+    """All known schema versions: the current reader schema per name, and every writer schema
+    (current and historic) by fingerprint, under its spec fingerprint and the aliases of the known
+    divergent canonical forms (canonical.VARIANTS; schemas/README.md "Fingerprints")."""
 
     current: dict[str, dict[str, Any]] = field(default_factory=dict)
-    by_fingerprint: dict[bytes, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    fingerprints: dict[str, bytes] = field(default_factory=dict)
+    fingerprints: dict[str, bytes] = field(default_factory=dict)  # name -> the spec fingerprint it writes
+    writers: dict[bytes, Writer] = field(default_factory=dict)    # every accepted fingerprint
     named: dict[str, Any] = field(default_factory=dict)  # the current named types by full name
 
     @classmethod
     def from_dir(cls, directory: Path = SCHEMA_DIR) -> SchemaRegistry:
         reg = cls()
-        named: dict[str, Any] = {}
+        shared_raw = {}
         for name in _SHARED:
-            _load(directory / f"{name}.avsc", named)
-        for name in SCHEMA_NAMES:
-            reg.add(name, _load(directory / f"{name}.avsc", named), current=True)
+            raw = json.loads((directory / f"{name}.avsc").read_text())
+            shared_raw[_full(raw)] = raw
+        named: dict[str, Any] = {}
+        for raw in shared_raw.values():
+            fastavro.parse_schema(raw, named_schemas=named)
+        shared_parsed = dict(named)
+        versions = [(directory / f"{name}.avsc", True) for name in SCHEMA_NAMES]
+        versions += [(path, False) for path in sorted((directory / "history").glob("*.avsc"))]
+        for path, current in versions:
+            raw = json.loads(path.read_text())
+            parsed = fastavro.parse_schema(raw, named_schemas=named if current else dict(shared_parsed))
+            reg.add(path.name.split(".")[0], raw, parsed, shared_raw, current=current,
+                    file=str(path.relative_to(directory)))
         reg.named = named
-        for path in sorted((directory / "history").glob("*.avsc")):
-            hist_named: dict[str, Any] = {}
-            for shared in _SHARED:
-                _load(directory / f"{shared}.avsc", hist_named)
-            name = path.name.split(".")[0]
-            reg.add(name, _load(path, hist_named), current=False)
         return reg
 
-    def add(self, name: str, parsed: dict[str, Any], *, current: bool) -> bytes:
-        fp = fingerprint(parsed)
-        self.by_fingerprint[fp] = (name, parsed)
+    def add(self, name: str, raw: dict[str, Any], parsed: dict[str, Any], named_raw: dict[str, Any], *,
+            current: bool, file: str) -> bytes:
+        """Register one schema version under its spec fingerprint and its variants' (aliases)."""
+        for variant in VARIANTS:
+            fp = fingerprint(raw, named_raw, variant=variant)
+            known = self.writers.get(fp)
+            if known is not None and known.name != name:
+                raise ValueError(f"{file} ({variant}) and {known.file} ({known.variant}) share the fingerprint "
+                                 f"{fp.hex()}: change one of them")
+            if known is None:  # else: the same canonical form already known (e.g. a doc-only change)
+                self.writers[fp] = Writer(name, parsed, file, variant)
+        spec = fingerprint(raw, named_raw)
         if current:
             self.current[name] = parsed
-            self.fingerprints[name] = fp
-        return fp
+            self.fingerprints[name] = spec
+        return spec
 
     def encode(self, name: str, record: dict[str, Any], *, check: bool = True) -> bytes:
         """Validate ``record`` against the rules of ``name`` and encode it with the current schema."""
@@ -114,9 +127,9 @@ class SchemaRegistry:
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
             raise DecodeError("not Avro single-object encoding (missing C3 01 header)")
         fp = data[2:HEADER_LEN]
-        if fp not in self.by_fingerprint:
+        if fp not in self.writers:
             raise DecodeError(f"unknown writer schema fingerprint {fp.hex()}")
-        name, writer = self.by_fingerprint[fp]
+        name, writer = self.writers[fp].name, self.writers[fp].parsed
         if expected is not None and name != expected:
             raise DecodeError(f"expected a {expected} record, got {name}")
         body = io.BytesIO(data[HEADER_LEN:])

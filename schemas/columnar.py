@@ -6,11 +6,11 @@ in lockstep, field by field: a vector of per-row byte positions; zigzag varints 
 together; doubles by a gather of 8 bytes; strings by gathering their bytes into one buffer and
 building an Arrow string array from the lengths; ``["null", X]`` unions by the branch index; a
 nested record's fields inline (columns ``parent.child``). It handles records whose writer schema is
-the CURRENT schema of their name (so no schema resolution) and whose schema uses only those types.
+the CURRENT schema of their name (under its spec fingerprint or an alias of it: no schema resolution) and whose schema uses only those types.
 
 It is exact or it declines: a row is decoded here only if the per-record path
 (``SchemaRegistry.decode`` + ``validation.validate``) would surely return the same record and
-accept it. Every other row (no or bad header, historic or unknown fingerprint, a schema other than
+accept it. Every other row (no or bad header, a historic version's or an unknown fingerprint, a schema other than
 the expected one, a field running past the end, trailing bytes, a varint over 9 bytes, a union
 index other than 0/1, a boolean byte other than 0/1, invalid UTF-8, a row that ``validation.passes``
 does not accept, a tombstone ...) is returned as "fallback": the caller sends it through the
@@ -200,11 +200,14 @@ class ColumnarDecoder:
 
     def __init__(self, reg: SchemaRegistry, *, check: bool = True):
         self.check = check
-        self.plans: dict[int, tuple[str, tuple[_Field, ...]]] = {}
+        self.plans: dict[str, tuple[np.ndarray, tuple[_Field, ...]]] = {}  # name -> (fingerprints, fields)
         for name, parsed in reg.current.items():
             p = plan(parsed, reg.named)
-            if p is not None:
-                self.plans[_fp_int(reg.fingerprints[name])] = (name, p)
+            if p is None:
+                continue
+            # the spec fingerprint and its aliases: the same writer schema
+            fps = [_fp_int(fp) for fp, w in reg.writers.items() if w.name == name and w.parsed is parsed]
+            self.plans[name] = (np.array(fps, dtype=np.uint64), p)
 
     def decode(self, values: pa.Array | pa.ChunkedArray, expected: np.ndarray | None = None
                ) -> tuple[dict[str, tuple[np.ndarray, dict[str, pa.Array]]], np.ndarray]:
@@ -233,8 +236,8 @@ class ColumnarDecoder:
             fp |= buf[s + 2 + k].astype(np.uint64) << np.uint64(8 * k)
         taken = np.zeros(n, dtype=bool)
         out: dict[str, tuple[np.ndarray, dict[str, pa.Array]]] = {}
-        for fpi, (name, fields) in self.plans.items():
-            mine = head & (fp == np.uint64(fpi))
+        for name, (fps, fields) in self.plans.items():
+            mine = head & np.isin(fp, fps)
             if expected is not None:
                 mine &= (expected == name) | (expected == None) | (expected == "")  # noqa: E711
             idx = np.flatnonzero(mine)

@@ -132,3 +132,49 @@ def test_cli_baseline_names():
     assert _baseline_names("user-history, markov", ()) == ["user-history", "markov"]
     with pytest.raises(ConfigError):
         _baseline_names("oracle", ())
+
+
+def test_report_shows_revisits_and_first_visits(data, tmp_path):
+    from oneloc.evaluation.report import rerender
+
+    assert data.window == 50 and prepare(checkins(TRAIN + TEST), CFG, window=2).window == 2
+    masks = data.masks()                               # A's test target 3 is not in A's history: a first visit
+    assert masks["test"]["first-visit"].tolist() == [True] and masks["val"]["all"].tolist() == []
+    results = run_rankers({n: make_baseline(n) for n in ("most-popular", "markov")}, data, EvalConfig())
+    sub = results["markov"]["subsets"]["test"]
+    assert sub["revisit"] == {"n": 0, "share": 0.0} and sub["first-visit"]["n"] == 1
+    assert sub["all"]["mrr"] == sub["first-visit"]["mrr"] == results["markov"]["test"]["mrr"] == 0.25
+    assert sub["first-visit"]["dist@10"] == results["markov"]["test"]["dist@10"] > 0   # the lists' distance too
+    kinds = {"markov": "oneloc"}
+    write_report(results, tmp_path / "r.json", summary=data.summary(), kinds=kinds, masks=masks)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["summary"]["history_window"] == 50 and doc["split"]["window"] == 50
+    margins = doc["split"]["test_margins"]
+    assert set(margins) == {"all", "first-visit"} and margins["first-visit"]["baseline"] == "most-popular"
+    assert margins["first-visit"]["rows"]["markov"]["mrr"]["diff"] == pytest.approx(0.25 - 1.0)
+    assert doc["results"]["markov"]["subsets"]["test"]["first-visit"]["acc@1"] == 0.0
+    md = (tmp_path / "r.md").read_text()
+    assert "## Revisits and first visits, test split" in md and "first-visit: n = 1 (100.0%)" in md
+    assert "| markov | first-visit | most-popular | -1.0000 [-1.000, -1.000] | +0.0000" in md
+    # the stored report re-written from its stored ranks: the same split, overall figures untouched
+    (tmp_path / "old.json").write_text(json.dumps(doc | {"split": {}} | {
+        "results": {n: {k: v for k, v in r.items() if k != "subsets"} for n, r in doc["results"].items()}}))
+    (tmp_path / "old-ranks.json").write_text((tmp_path / "r-ranks.json").read_text())
+    (tmp_path / "old.json").write_text((tmp_path / "old.json").read_text().replace("r-ranks.json", "old-ranks.json"))
+    rerender(tmp_path / "old.json", masks, 50, tmp_path / "new.json")
+    new = json.loads((tmp_path / "new.json").read_text())
+    geo = ("dist@1", "dist@10", "gmv@1", "gmv@10")             # the ranks cannot give the lists' distance
+    for r in doc["results"].values():
+        for split in r["subsets"].values():
+            for sub in split.values():
+                [sub.pop(k, None) for k in geo]
+    assert new["results"] == doc["results"] and new["split"] == doc["split"]
+    rerender(tmp_path / "r.json", masks, 50, tmp_path / "same.json")  # a fresh report keeps its distances
+    assert json.loads((tmp_path / "same.json").read_text())["results"]["markov"]["subsets"]["test"]["all"]["dist@10"] > 0
+    assert (tmp_path / "new.md").read_text() == md
+    rerender(tmp_path / "r.json", masks, 50, tmp_path / "noted.json", note="A quick model, not the published one.")
+    assert "full ranking)\n\nA quick model, not the published one.\n" in (tmp_path / "noted.md").read_text()
+    rerender(tmp_path / "noted.json", masks, 50)                          # the note stays
+    assert json.loads((tmp_path / "noted.json").read_text())["note"] == "A quick model, not the published one."
+    with pytest.raises(ValueError, match="test ranks"):
+        rerender(tmp_path / "old.json", {"test": {"all": np.ones(2, bool)}, "val": masks["val"]}, 50)
