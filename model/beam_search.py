@@ -6,15 +6,6 @@ at least as wide as the number of items this is exhaustive scoring. Call it on a
 (dropout off) for deterministic results.
 
     items, scores = beam_search(model, batch, trie, k=10)   # (B, k) item indices (1..N, -1 = none), (B, k)
-    fast = bf16_linears(model)                              # once, at load (serving)
-    items, scores = beam_search(fast, batch, trie, k=10, beam=12, bf16=True)
-
-``bf16=True`` runs the search under bfloat16 autocast: matrix products in bfloat16, softmax, log-probs
-and beam scores in float32. On a CPU with AMX (Sapphire Rapids and later) it is ~1.5x cheaper per request
-than float32; answers are within rounding of the float32 ones (validation metrics equal, see
-docs/results/model/request-path.md). ``bf16_linears(model)`` is an inference copy of the model with its
-linear layers already in bfloat16 (what autocast computes them in: the same answers), so the weights are
-cast once instead of on every call; it must be searched with ``bf16=True``.
 """
 
 from __future__ import annotations
@@ -27,22 +18,8 @@ import torch.nn as nn
 from oneloc.model.trie import Trie
 
 
-def bf16_linears(model: nn.Module) -> nn.Module:
-    """An inference copy of ``model`` whose nn.Linear layers are bfloat16, for ``beam_search(bf16=True)``
-    only (embeddings and layer norms stay float32, as autocast keeps them)."""
-    out = copy.deepcopy(model).eval()
-    for m in out.modules():
-        if isinstance(m, nn.Linear):
-            m.to(torch.bfloat16)
-    return out
-
-
 @torch.no_grad()
-def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None,
-                bf16: bool = False) -> tuple[torch.Tensor, ...]:
-    if bf16:
-        with torch.autocast(batch["hist_items"].device.type, dtype=torch.bfloat16):
-            return beam_search(model, batch, trie, k, beam)
+def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None) -> tuple[torch.Tensor, ...]:
     beam = max(beam or 2 * k, k)
     memory = model.encode(batch)                                                # Memory of B requests
     cache = model.start_decoding(memory)                                        # keys/values kept per beam
@@ -67,3 +44,26 @@ def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = 
         items = torch.cat([items, items.new_full((B, pad), -1)], 1)
         scores = torch.cat([scores, scores.new_full((B, pad), float("-inf"))], 1)
     return items[:, :k], scores[:, :k]
+
+
+def beam_search_bf16(model, batch: dict, trie: Trie, **kw) -> tuple[torch.Tensor, ...]:
+    """``beam_search`` under bfloat16 autocast: matrix products in bfloat16; softmax, log-probs and beam
+    scores in float32. On a CPU with AMX (Sapphire Rapids and later) ~1.35x cheaper per request than
+    float32, with validation metrics equal to float32's (docs/results/model/request-path.md); ``model`` is
+    best ``bf16_linears(model)``, made once (serving: at load).
+
+        items, scores = beam_search_bf16(bf16_linears(model), batch, trie, k=10, beam=12)
+    """
+    with torch.autocast(batch["hist_items"].device.type, dtype=torch.bfloat16):
+        return beam_search(model, batch, trie, **kw)
+
+
+def bf16_linears(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` with its nn.Linear layers in bfloat16 (embeddings and layer norms stay
+    float32), for ``beam_search_bf16`` only: the answers autocast gives on the float32 model, without
+    casting the weights on every call."""
+    out = copy.deepcopy(model).eval()
+    for m in out.modules():
+        if isinstance(m, nn.Linear):
+            m.to(torch.bfloat16)
+    return out

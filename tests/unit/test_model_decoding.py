@@ -163,14 +163,15 @@ def test_checkpoint_averaging_is_the_mean_of_the_weights(tmp_path):
 def test_bf16_linears_compute_what_autocast_computes():
     """Casting the linear weights once (serving) gives the answers of bf16 autocast over the float32 model,
     and those are valid, distinct catalog items; the float32 model is left as it was."""
-    from oneloc.model.beam_search import bf16_linears
+    from oneloc.model.beam_search import beam_search_bf16, bf16_linears
 
     tok, model, b = tiny()
     fast = bf16_linears(model)
     assert model.decoder.heads[0].weight.dtype == torch.float32
     assert fast.decoder.heads[0].weight.dtype == torch.bfloat16
-    items, scores = beam_search(fast, b, tok.trie(), k=10, beam=12, bf16=True)
-    auto_items, auto_scores = beam_search(model, b, tok.trie(), k=10, beam=12, bf16=True)
+    items, scores = beam_search_bf16(fast, b, tok.trie(), k=10, beam=12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto_items, auto_scores = beam_search(model, b, tok.trie(), k=10, beam=12)
     assert torch.equal(items, auto_items) and torch.allclose(scores, auto_scores)
     assert scores.dtype == torch.float32 and ((items >= 1) & (items <= N_POIS)).all()
     for row in items.tolist():
