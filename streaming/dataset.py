@@ -3,6 +3,10 @@ loaded as tables. Every other part (replay, evaluation, tests) reads it through 
 
     checkins = load_checkins()   # one row per check-in, in (time, user) order
     pois = load_pois()           # one row per POI
+    cat = dataset_catalog()      # the POIs as a streaming.catalog.PoiCatalog (the adapter's catalog)
+
+This module and the replay are the only readers of the bundled files (the offline dataset adapter);
+everything downstream of Delta reads the streams' tables (streaming/catalog.py).
 """
 
 from __future__ import annotations
@@ -44,3 +48,14 @@ def load_pois(name: str = "foursquare-nyc") -> pd.DataFrame:
     df = pd.read_csv(dataset_dir(name) / "pois.csv", dtype={"venue_id": str, "category_id": str,
                                                             "category": str}, keep_default_na=False)
     return df.rename(columns={"latitude": "lat", "longitude": "lng"}).sort_values("poi_id").reset_index(drop=True)
+
+
+def dataset_catalog(name: str = "foursquare-nyc"):
+    """The dataset's POIs as a ``streaming.catalog.PoiCatalog``, as the replay streams them: ids as the
+    dataset has them (NYC: int64), avg_spend = the category spend proxy (streaming/spend.py), all active."""
+    from oneloc.streaming.catalog import from_frame
+    from oneloc.streaming.spend import CURRENCY, category_spend
+
+    p = load_pois(name)
+    df = p.assign(avg_spend=[category_spend(c) for c in p["category"]], currency=CURRENCY, active=True)
+    return from_frame(df, f"dataset:{name}", -1)

@@ -1,0 +1,60 @@
+"""The POI catalog read from a real Delta ``pois`` table at a pinned version (streaming/catalog.py)."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from oneloc.config import load_config
+from oneloc.errors import ConfigError
+from oneloc.streaming.catalog import id_order, observed_spend, read_catalog, table_version
+from oneloc.streaming.dataset import dataset_catalog, load_pois
+
+
+def _pois(ids, spend, active, cid=None):
+    n = len(ids)
+    return pa.table({"poi_id": ids, "category": [f"Tasca {i % 2}" for i in range(n)],
+                     "category_id": cid if cid is not None else [None] * n,
+                     "lat": [38.7 + i / 100 for i in range(n)], "lng": [-9.1] * n,
+                     "price_level": [1] * n, "avg_spend": spend, "currency": ["EUR"] * n,
+                     "active": active, "updated_at": [0] * n, "venue_id": [None] * n},
+                    schema=pa.schema([("poi_id", pa.string()), ("category", pa.string()),
+                                      ("category_id", pa.string()), ("lat", pa.float64()), ("lng", pa.float64()),
+                                      ("price_level", pa.int32()), ("avg_spend", pa.float64()),
+                                      ("currency", pa.string()), ("active", pa.bool_()), ("updated_at", pa.int64()),
+                                      ("venue_id", pa.string())]))
+
+
+def test_catalog_reads_the_pinned_version_with_string_ids_spend_and_active(tmp_path):
+    cfg = load_config(overrides=[f"storage.root={tmp_path}"])
+    with pytest.raises(ConfigError, match="no POI catalog"):
+        read_catalog(cfg)
+    uri = cfg.storage.table("pois")
+    write_deltalake(uri, _pois(["lx-b", "lx-a"], [12.5, 0.0], [True, True], ["c1", None]))
+    write_deltalake(uri, _pois(["lx-c"], [0.0], [False]), mode="append")
+    assert table_version(cfg) == 1
+    v0, latest = read_catalog(cfg, version=0), read_catalog(cfg)
+    assert v0.poi_id.tolist() == ["lx-a", "lx-b"] and v0.version == 0 and v0.source.endswith("@0")
+    assert latest.poi_id.tolist() == ["lx-a", "lx-b", "lx-c"]
+    assert latest.active.tolist() == [True, True, False]
+    assert latest.category_key.tolist() == ["Tasca 1", "c1", "Tasca 0"]   # category_id where given
+    assert latest.currency.tolist() == ["EUR"] * 3
+    # spend: avg_spend, then the observed mean Order.amount, then 0
+    write_deltalake(cfg.storage.table("orders"), pa.table({"poi_id": ["lx-a", "lx-a", "lx-b"],
+                                                          "amount": [4.0, 6.0, 100.0]}))
+    assert latest.spend(observed_spend(cfg)).tolist() == [5.0, 12.5, 0.0]
+    assert latest.take(["lx-c", "lx-a"]).poi_id.tolist() == ["lx-c", "lx-a"]
+    with pytest.raises(KeyError, match="lx-z"):
+        latest.rows_of(["lx-z"])
+
+
+def test_id_order_numeric_for_integer_ids_else_string():
+    assert id_order(["10", "9", "100"]).tolist() == [1, 0, 2]
+    assert id_order(["b", "a", "10"]).tolist() == [2, 1, 0]
+
+
+def test_dataset_adapter_catalog_is_the_bundled_file_with_the_replay_spend():
+    cat, pois = dataset_catalog(), load_pois()
+    assert len(cat) == len(pois) and np.array_equal(cat.poi_id, pois["poi_id"].to_numpy())
+    assert cat.active.all() and cat.source == "dataset:foursquare-nyc"
+    assert cat.category_key.tolist() == pois["category_id"].tolist()
