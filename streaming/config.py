@@ -70,9 +70,8 @@ class ShardsConfig(Section):
     offline dataset adapter always splits by the cutoffs):
     ``train_end_ms`` / ``val_end_ms`` are the split as two timestamp cutoffs, so that ingestion can
     apply it event by event: ts < train_end_ms -> train, ts < val_end_ms -> val, else test. The
-    defaults were computed from the bundled NYC check-ins by ``samples.split_cutoffs(load_checkins(),
-    split)``: the timestamps at positions int(0.8 * N) and int(0.9 * N) of all N sorted check-in times
-    (2012-11-23 09:42 UTC and 2013-01-01 11:26 UTC); a unit test checks they still match."""
+    defaults were computed from the bundled NYC check-ins by ``samples.split_cutoffs`` (with ``split``):
+    the timestamps at positions int(0.8 * N) and int(0.9 * N) of all N sorted check-in times (2012-11-23 09:42 UTC and 2013-01-01 11:26 UTC); a unit test checks they still match."""
 
     history_len: int = 50
     trajectory_gap_hours: float = 24.0
