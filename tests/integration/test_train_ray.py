@@ -65,25 +65,12 @@ def test_delta_samples_source(ray_session, tiny_data, tmp_path):
     """With Delta "samples" (partitioned by split, as ingestion writes it under shards.policy=cutoffs)
     and "pois" tables (string ids, as the stream has them), training reads them: the driver's train / val
     splits, the catalog and the Ray Dataset of training rows, pinned to the table versions."""
-    import pyarrow as pa
-    from deltalake import write_deltalake
-
     from oneloc.ray_jobs.data import CatalogContext, fit_train_tokenizer, prepare, to_batch
     from oneloc.ray_jobs.train import train_dataset
-    from oneloc.streaming.shards import _schema
+    from tests.integration.fixtures_delta import write_samples_and_pois
 
     cfg = _cfg(tmp_path, "shards.policy=cutoffs")
-    rows = []
-    for split, df in (("train", tiny_data.train), ("val", tiny_data.val)):
-        for r in df.assign(split=split).to_dict("records"):
-            rows.append({**r, "user_id": str(r["user_id"]), "target_poi": str(r["target_poi"]),
-                         "hist_poi": [str(p) for p in r["hist_poi"]], "hist_ts": list(r["hist_ts"]), "topic": "t",
-                         "partition": 0, "offset": len(rows)})
-    write_deltalake(cfg.storage.table("samples"), pa.Table.from_pylist(rows, schema=_schema()),
-                    partition_by=["split"])
-    write_deltalake(cfg.storage.table("pois"), pa.Table.from_pandas(
-        dataset_catalog().frame().rename(columns={"category_key": "category_id"}).assign(
-            poi_id=lambda d: d["poi_id"].astype(str)), preserve_index=False))
+    write_samples_and_pois(cfg, {"train": tiny_data.train, "val": tiny_data.val})
     data = prepare(cfg)
     assert data.data_version.endswith("@0;pois@0") and len(data.train) == len(tiny_data.train)
     assert len(data.val) == len(tiny_data.val) and len(data.catalog) == len(dataset_catalog())
