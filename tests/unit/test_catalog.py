@@ -70,3 +70,32 @@ def test_evaluation_catalog_spend_from_the_places_equals_the_nyc_proxy():
     cfg = ShardsConfig(train_end_ms=int(c["ts_ms"].iloc[4000]))
     a, b = build_catalog(c, cfg), build_catalog(c, cfg, dataset_catalog())
     assert np.array_equal(a.poi_id, b.poi_id) and np.array_equal(a.spend, b.spend) and a.spend.max() > 0
+
+
+def test_nyc_tokenizer_and_spend_are_those_of_the_pois_file():
+    """The NYC benchmark does not move: the tokenizer and spend from the adapter's catalog equal the ones
+    computed straight from the bundled POI file (category ids, id order, category spend), as before."""
+    from oneloc.config import load_config
+    from oneloc.model.context import catalog_context
+    from oneloc.model.semantic_ids import fit_tokenizer
+    from oneloc.ray_jobs.data import category_index, fit_train_tokenizer, item_spend
+    from oneloc.streaming.dataset import load_checkins
+    from oneloc.streaming.samples import build_samples, user_sequences
+    from oneloc.streaming.spend import category_spend
+
+    cfg = load_config(overrides=["model.size=tiny", "model.tokenizer.codebook_size=8"])
+    c = load_checkins()
+    s = build_samples(c[c["user_id"].isin(sorted(c["user_id"].unique())[:60])], cfg.shards)
+    train, pois = s[s["split"] == "train"].reset_index(drop=True), load_pois()
+    seen = set(train["target_poi"]) | {int(x) for h in train["hist_poi"] for x in h}
+    cat_of = category_index(pois["category_id"])
+    p = pois[pois["poi_id"].isin(seen)].sort_values("poi_id")
+    cat = np.array([cat_of.get(x, 0) for x in p["category_id"]], np.int64)
+    ctx, _ = catalog_context(p["lat"].to_numpy(), p["lng"].to_numpy(), cat, len(cat_of) + 1)
+    ref = fit_tokenizer(p["poi_id"].to_numpy(np.int64), cat, p["lat"].to_numpy(), p["lng"].to_numpy(), ctx,
+                        [q.tolist() for q in user_sequences(train).values()], cfg.model)
+    tok = fit_train_tokenizer(train, dataset_catalog(), cfg.model)
+    assert np.array_equal(tok.poi_ids, ref.poi_ids) and np.array_equal(tok.codes, ref.codes)
+    assert np.array_equal(tok.ctx, ref.ctx)
+    spend = dict(zip(pois["poi_id"], pois["category"].map(category_spend), strict=True))
+    assert item_spend(tok, dataset_catalog())[1:].tolist() == [np.float32(spend[q]) for q in tok.poi_ids.tolist()]
