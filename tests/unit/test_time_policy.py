@@ -40,3 +40,29 @@ def test_rolling_split_is_relative_to_the_watermark():
     assert cfg.window_cutoffs(end) == (train_end, end + 1 - 2 * H)
     assert ShardsConfig(policy="cutoffs").window_cutoffs(end) == (ShardsConfig().train_end_ms,
                                                                  ShardsConfig().val_end_ms)
+
+
+def test_a_sample_state_of_another_policy_or_of_integer_ids_is_refused(tmp_path):
+    """The shards' builder state remembers its split: under another policy (or from before string ids) the
+    ingest job stops with what to do instead of mixing two splits in one table."""
+    import pickle
+
+    import pyarrow as pa
+    import pytest
+    from deltalake import write_deltalake
+
+    from oneloc.config import load_config
+    from oneloc.errors import ConfigError
+    from oneloc.streaming.shards import STATE, ShardWriter
+
+    cfg = load_config(overrides=[f"storage.root={tmp_path}"])
+    parts = [("orders", 0)]
+    w = ShardWriter(cfg, parts)                                # rolling, no state yet
+    write_deltalake(cfg.storage.table(STATE), w._blob())
+    assert ShardWriter(cfg, parts).builder.cfg.train_end_ms == NEVER_MS
+    with pytest.raises(ConfigError, match="another split"):
+        ShardWriter(load_config(overrides=[f"storage.root={tmp_path}", "shards.policy=cutoffs"]), parts)
+    old = pa.table({"state": pa.array([pickle.dumps(SampleBuilder(ShardsConfig()))], pa.large_binary())})
+    write_deltalake(cfg.storage.table(STATE), old, mode="overwrite")
+    with pytest.raises(ConfigError, match="before string ids"):
+        ShardWriter(cfg, parts)
