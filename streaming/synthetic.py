@@ -2,8 +2,8 @@
 scale runs of a deployment that is not NYC (string ids, today's dates, the city's own categories and
 currency). Nothing here is Foursquare.
 
-    events = city_events(CITIES["lisbon"], n_pois=200, n_users=50, days=14, seed=7)
-    produce(cfg, events)                 # through the project's producer (streaming/producer.py)
+    events = city_events(CITIES["lisbon"], n_pois=200, n_users=50, days=14, seed=7)   # a list
+    produce(cfg, iter_city_events(CITIES["lisbon"], n_pois=50_000, n_users=10_000, days=300))   # streamed
     python -m oneloc.streaming.synthetic --city lisbon --pois 200 --users 50 --days 14 --seed 7
 
 The model of the city (every draw from one ``numpy`` generator seeded by ``seed``):
@@ -61,10 +61,16 @@ def _km_to_deg(lat: float) -> tuple[float, float]:
     return 1 / 110.574, 1 / (111.320 * math.cos(math.radians(lat)))
 
 
-def city_events(city: City, *, n_pois: int = 200, n_users: int = 50, days: int = 14, seed: int = 0,
-                visits_per_day: float = 2.5, revisit: float = 0.45, zipf: float = 1.1, n_hoods: int = 8,
-                closed: float = 0.0, end_ms: int | None = None) -> list[tuple[str, str, str, dict]]:
-    """The city's events in send order: (topic role, key, schema name, record)."""
+def city_events(city: City, **kw) -> list[tuple[str, str, str, dict]]:
+    """The city's events in send order, as a list: (topic role, key, schema name, record)."""
+    return list(iter_city_events(city, **kw))
+
+
+def iter_city_events(city: City, *, n_pois: int = 200, n_users: int = 50, days: int = 14, seed: int = 0,
+                     visits_per_day: float = 2.5, revisit: float = 0.45, zipf: float = 1.1, n_hoods: int = 8,
+                     closed: float = 0.0, end_ms: int | None = None):
+    """The city's events in send order, one at a time (a large city never holds its records in memory;
+    the visits are drawn first, as arrays)."""
     rng = np.random.default_rng(seed)
     end_ms = int(time.time() * 1000) - HOUR_MS if end_ms is None else int(end_ms)
     start_ms = end_ms - days * DAY_MS
@@ -80,54 +86,66 @@ def city_events(city: City, *, n_pois: int = 200, n_users: int = 50, days: int =
     scale = max(c[1] for c in city.categories) or 1.0
     level = np.clip(np.ceil(4 * spend / scale), 0, 4).astype(int)
     pop = 1.0 / (1 + rng.permutation(n_pois)) ** zipf
+    # a first visit from neighbourhood h: popularity x closeness (exp(-km / 1.5)), as a CDF per neighbourhood
+    km = np.hypot((lat[None, :] - hood_lat[:, None]) / dlat, (lng[None, :] - hood_lng[:, None]) / dlng)
+    cdf = np.cumsum(pop[None, :] * np.exp(-km / 1.5), 1)
+    cdf /= cdf[:, -1:]
     pid = [f"{city.prefix}-{i:04d}" for i in range(n_pois)]
-    events: list[tuple[str, str, str, dict]] = []
-    for i in range(n_pois):
-        events.append(("poi-catalog", pid[i], "Poi", dict(
-            poi_id=pid[i], category=city.categories[cat[i]][0], category_id=None, lat=float(lat[i]),
-            lng=float(lng[i]), price_level=int(level[i]), avg_spend=round(float(spend[i]), 2),
-            currency=city.currency, active=True, updated_at=start_ms, venue_id=None)))
-    # users and their visits
-    visits: list[tuple[int, str, int]] = []
+    pois = [dict(poi_id=pid[i], category=city.categories[cat[i]][0], category_id=None, lat=float(lat[i]),
+                 lng=float(lng[i]), price_level=int(level[i]), avg_spend=round(float(spend[i]), 2),
+                 currency=city.currency, active=True, updated_at=start_ms, venue_id=None) for i in range(n_pois)]
+    yield from (("poi-catalog", pid[i], "Poi", pois[i]) for i in range(n_pois))
+    # users and their visits: per user, the days' Poisson counts, hours, and revisit/first-visit draws
+    times, users, places = [], [], []
     for u in range(n_users):
-        uid = f"{city.prefix}-user-{u:04d}"
         home, work = rng.integers(0, n_hoods, 2)
+        counts = rng.poisson(visits_per_day, days)
+        day = np.repeat(np.arange(days), counts)
+        hour = rng.uniform(8, 22, len(day))
+        order = np.lexsort((hour, day))
+        day, hour = day[order], hour[order]
+        at = np.where((day % 7 < 5) & (hour >= 10) & (hour < 17), work, home)
+        draw, new = rng.random(len(day)), np.empty(len(day), np.int64)
+        for h in (home, work):
+            new[at == h] = np.searchsorted(cdf[h], draw[at == h])
+        new = np.minimum(new, n_pois - 1)
+        again, pick = rng.random(len(day)) < revisit, rng.random(len(day))
         mine: list[int] = []
-        for d in range(days):
-            day0 = start_ms + d * DAY_MS
-            for t in np.sort(rng.uniform(8, 22, rng.poisson(visits_per_day))):
-                at = work if (d % 7 < 5 and 10 <= t < 17) else home
-                if mine and rng.random() < revisit:
-                    p = mine[rng.integers(0, len(mine))]
-                else:
-                    dist = np.hypot((lat - hood_lat[at]) / dlat, (lng - hood_lng[at]) / dlng)
-                    w = pop * np.exp(-dist / 1.5)
-                    p = int(rng.choice(n_pois, p=w / w.sum()))
-                    if p not in mine:
-                        mine.append(p)
-                visits.append((int(day0 + t * HOUR_MS), uid, p))
-    visits.sort()
-    if visits:  # the newest visit is at end_ms
-        shift = end_ms - visits[-1][0]
-        visits = [(t + shift, u, p) for t, u, p in visits]
+        known: set[int] = set()
+        p = np.empty(len(day), np.int64)
+        for i in range(len(day)):
+            if mine and again[i]:
+                p[i] = mine[int(pick[i] * len(mine))]
+            else:
+                p[i] = new[i]
+                if p[i] not in known:
+                    known.add(int(p[i]))
+                    mine.append(int(p[i]))
+        times.append(start_ms + day * DAY_MS + (hour * HOUR_MS).astype(np.int64))
+        users.append(np.full(len(day), u))
+        places.append(p)
+    t, user, place = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (times, users, places))
+    order = np.lexsort((user, t))
+    t = t[order] + (end_ms - int(t[order[-1]]) if len(t) else 0)     # the newest visit is at end_ms
+    user, place = user[order], place[order]
+    amount = spend[place] * rng.lognormal(0, 0.2, len(place))
     last: dict[str, dict] = {}
-    for k, (t, uid, p) in enumerate(visits):
+    for k in range(len(t)):
+        uid, p = f"{city.prefix}-user-{int(user[k]):04d}", int(place[k])
         here = {"lat": float(lat[p]), "lng": float(lng[p])}
-        events.append(("user-locations", uid, "UserLocation", dict(
-            event_id=f"{city.prefix}-loc-{k}", user_id=uid, event_time=t, lat=here["lat"], lng=here["lng"],
-            accuracy_m=15.0, source="app")))
-        events.append(("orders", uid, "Order", dict(
-            order_id=f"{city.prefix}-ord-{k}", user_id=uid, poi_id=pid[p], event_time=t,
-            amount=round(float(spend[p] * rng.lognormal(0, 0.2)), 2), currency=city.currency,
-            status="completed", user_location=last.get(uid))))
+        yield ("user-locations", uid, "UserLocation", dict(
+            event_id=f"{city.prefix}-loc-{k}", user_id=uid, event_time=int(t[k]), lat=here["lat"], lng=here["lng"],
+            accuracy_m=15.0, source="app"))
+        yield ("orders", uid, "Order", dict(
+            order_id=f"{city.prefix}-ord-{k}", user_id=uid, poi_id=pid[p], event_time=int(t[k]),
+            amount=round(float(amount[k]), 2), currency=city.currency, status="completed",
+            user_location=last.get(uid)))
         last[uid] = here
     for i in sorted(rng.choice(n_pois, int(round(closed * n_pois)), replace=False).tolist()):
-        rec = dict(events[i][3], active=False, updated_at=end_ms)
-        events.append(("poi-catalog", pid[i], "Poi", rec))
-    return events
+        yield ("poi-catalog", pid[i], "Poi", dict(pois[i], active=False, updated_at=end_ms))
 
 
-def produce(cfg, events: list[tuple[str, str, str, dict]]) -> dict[str, int]:
+def produce(cfg, events) -> dict[str, int]:
     """Send ``events`` through the project's producer (streaming/producer.py); records per role."""
     from oneloc.streaming.producer import EventProducer
 
@@ -155,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = a.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    events = city_events(CITIES[args.city], n_pois=args.pois, n_users=args.users, days=args.days, seed=args.seed,
-                         closed=args.closed)
+    events = iter_city_events(CITIES[args.city], n_pois=args.pois, n_users=args.users, days=args.days,
+                              seed=args.seed, closed=args.closed)
     print(json.dumps({"city": args.city, "sent": produce(cfg, events)}))
     return 0
 
