@@ -16,6 +16,7 @@ transition log behind the model's transition candidates (model/transitions.py): 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,14 @@ class SemanticIdTokenizer:
     def poi_of_id(self, code) -> object:
         p = self.poi_ids[self._by_id[tuple(int(c) for c in code)] - 1]
         return p.item() if isinstance(p, np.generic) else p
+
+    def with_poi_ids(self, poi_ids) -> SemanticIdTokenizer:
+        """The same tokenizer (codes, transitions ...) under other ids for its POIs, in item order (e.g. a
+        checkpoint trained on the stream's string ids, evaluated on an offline dataset's integer ids)."""
+        ids = np.asarray(poi_ids)
+        if len(ids) != self.num_items:
+            raise ValueError(f"{len(ids)} ids for {self.num_items} items")
+        return dataclasses.replace(self, poi_ids=ids.astype(object) if ids.dtype.kind in "US" else ids)
 
     def item_codes(self) -> np.ndarray:
         """(N + 1, L) int64: row i = ID of item index i; row 0 (padding) is all zeros."""
