@@ -194,7 +194,9 @@ def prepare(cfg, source: str | None = None) -> TrainData:
         else:
             (train, val), train_end = (read_delta_split(uri, version, s, so) for s in ("train", "val")), NEVER_MS
         if cfg.train.val_source == "dataset":    # explicit: the NYC benchmark's validation split
-            (val,) = _dataset_samples(cfg, "val")
+            from oneloc.streaming.dataset import as_stream_ids
+
+            val = as_stream_ids(_dataset_samples(cfg, "val")[0])   # in the replay's (string) ids
         if len(val) == 0:
             raise ConfigError(f"no validation samples in {uri}@{version} (shards.policy={cfg.shards.policy}): the "
                               "stream does not reach past the validation window yet (train.val_source=dataset "

@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from oneloc.paths import DATA_DIR
@@ -59,6 +60,13 @@ def dataset_catalog(name: str = "foursquare-nyc"):
     p = load_pois(name)
     df = p.assign(avg_spend=[category_spend(c) for c in p["category"]], currency=CURRENCY, active=True)
     return from_frame(df, f"dataset:{name}", -1)
+
+
+def as_stream_ids(samples):
+    """Samples of the dataset with the ids as its replay streams them (``str`` of the dataset's ids), to
+    sit beside samples ingested from that replay (e.g. validating a Delta-trained model)."""
+    return samples.assign(user_id=samples["user_id"].astype(str), target_poi=samples["target_poi"].astype(str),
+                          hist_poi=[np.array([str(p) for p in h], dtype=object) for h in samples["hist_poi"]])
 
 
 def dataset_samples(name: str, shards):

@@ -87,6 +87,7 @@ def test_delta_samples_source(ray_session, tiny_data, tmp_path):
     # the NYC benchmark preset (its replay holds back the validation period): the dataset's validation split
     bench = prepare(_cfg(tmp_path, "shards.policy=cutoffs", "train.val_source=dataset"))
     assert len(bench.val) > len(tiny_data.val) and len(bench.train) == len(tiny_data.train)
+    assert isinstance(bench.val["target_poi"][0], str) and isinstance(bench.val["hist_poi"][0][0], str)
 
     # the rolling policy: validation = the newest window of the table, training = what is older
     cfg = _cfg(tmp_path, "shards.policy=rolling", "shards.val_window_hours=48")
