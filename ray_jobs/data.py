@@ -201,7 +201,7 @@ def prepare(cfg, source: str | None = None) -> TrainData:
             raise ConfigError(f"no validation samples in {uri}@{version} (shards.policy={cfg.shards.policy}): the "
                               "stream does not reach past the validation window yet (train.val_source=dataset "
                               "validates on the offline dataset's split instead)")
-        data = TrainData(train, val, tag, catalog, observed_spend(cfg), uri, version, train_end)
+        data = TrainData(train, val, tag, catalog, observed_spend(cfg, catalog.unpriced()), uri, version, train_end)
     if cfg.train.min_n_in_traj:
         data.train = data.train[data.train["n_in_traj"] >= cfg.train.min_n_in_traj].reset_index(drop=True)
     log.info("samples: %d train, %d val (%s)", len(data.train), len(data.val), data.data_version)

@@ -6,7 +6,7 @@ serving take their places from here or from the checkpoint, never from the bundl
     cat = read_catalog(cfg, version=12)      # an exact version (a run reproduces its catalog)
     cat.poi_id, cat.lat, cat.lng, cat.category, cat.category_key, cat.avg_spend, cat.currency, cat.active
     cat.source                               # "delta:<uri>@12"
-    spend = cat.spend(observed_spend(cfg))   # avg_spend, else the POI's mean Order.amount, else 0
+    spend = cat.spend(observed_spend(cfg, cat.unpriced()))   # avg_spend, else the mean Order.amount, else 0
     cat.take(ids)                            # the rows of these ids, in this order (KeyError if unknown)
 
 Ids are the stream's strings (``Poi.poi_id``). ``streaming.dataset.dataset_catalog(name)`` is the offline
@@ -70,6 +70,10 @@ class PoiCatalog:
                                                             "avg_spend", "currency", "active")),
                           source=self.source, version=self.version)
 
+    def unpriced(self) -> np.ndarray:
+        """The ids of the POIs without an ``avg_spend`` (whose spend is the observed Order.amount)."""
+        return self.poi_id[~(self.avg_spend > 0)]
+
     def spend(self, observed: dict | None = None) -> np.ndarray:
         """(P,) float64 spend per visit of each POI: ``avg_spend`` where the producer gave one (> 0), else
         the mean observed ``Order.amount`` of the POI (``observed``: poi_id -> mean, see
@@ -126,14 +130,18 @@ def read_catalog(cfg, version: int | None = None) -> PoiCatalog:
     return from_frame(dt.to_pyarrow_table(columns=cols).to_pandas(), f"delta:{uri}@{v}", v)
 
 
-def observed_spend(cfg) -> dict:
-    """poi_id -> mean ``Order.amount`` over the Delta ``orders`` table (empty when there is none)."""
+def observed_spend(cfg, ids=None) -> dict:
+    """poi_id -> mean ``Order.amount`` over the Delta ``orders`` table, for ``ids`` (None: every POI);
+    empty when there is no table."""
+    import pyarrow.dataset as pds
+
     from oneloc.streaming.delta_sink import open_table
 
     dt = open_table(cfg.storage.table(ORDERS), cfg.storage.storage_options)
-    if dt is None:
+    if dt is None or (ids is not None and len(ids) == 0):
         return {}
-    t = dt.to_pyarrow_table(columns=["poi_id", "amount"])
+    where = None if ids is None else pds.field("poi_id").isin([str(p) for p in ids])
+    t = dt.to_pyarrow_dataset().to_table(columns=["poi_id", "amount"], filter=where)
     if t.num_rows == 0:
         return {}
     g = t.group_by("poi_id").aggregate([("amount", "mean")])

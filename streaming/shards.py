@@ -147,13 +147,17 @@ class IdCodes:
             self.code.update((x, len(self.ids) + i) for i, x in enumerate(new))
             self.ids.extend(new)
             self._known = None
+        return pc.index_in(col, value_set=self.known()).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def known(self) -> pa.Array:
+        """The ids as an Arrow array (code i at position i), rebuilt only when ids were added."""
         if self._known is None:
             self._known = pa.array(self.ids, pa.string())
-        return pc.index_in(col, value_set=self._known).to_numpy(zero_copy_only=False).astype(np.int64)
+        return self._known
 
     def decode(self, made: pa.Table) -> pa.Table:
         """A builder table (``SAMPLE_TYPES``: int64 codes) with the ids as strings (``TABLE_TYPES``)."""
-        known = pa.array(self.ids, pa.string())
+        known = self.known()
         out = {}
         for c in COLUMNS:
             col = made[c].combine_chunks() if isinstance(made[c], pa.ChunkedArray) else made[c]

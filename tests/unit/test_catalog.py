@@ -43,6 +43,7 @@ def test_catalog_reads_the_pinned_version_with_string_ids_spend_and_active(tmp_p
     write_deltalake(cfg.storage.table("orders"), pa.table({"poi_id": ["lx-a", "lx-a", "lx-b"],
                                                           "amount": [4.0, 6.0, 100.0]}))
     assert latest.spend(observed_spend(cfg)).tolist() == [5.0, 12.5, 0.0]
+    assert latest.unpriced().tolist() == ["lx-a", "lx-c"] and observed_spend(cfg, latest.unpriced()) == {"lx-a": 5.0}
     assert latest.take(["lx-c", "lx-a"]).poi_id.tolist() == ["lx-c", "lx-a"]
     with pytest.raises(KeyError, match="lx-z"):
         latest.rows_of(["lx-z"])
