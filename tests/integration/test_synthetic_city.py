@@ -1,6 +1,7 @@
 """Bring your own streams, end to end with real components: two synthetic cities (string ids, today's
-dates, their own categories and currencies; streaming/synthetic.py) and poison records are produced by a
-plain kafka-python client (values encoded with the project's codec) -> `oneloc ingest` -> the catalog
+dates, their own categories and currencies; streaming/synthetic.py) and poison records, one city produced
+by a plain kafka-python client (values encoded with the project's codec), the other through the project's
+producer -> `oneloc ingest` -> the catalog
 holds both cities, every malformed id is a dead letter with its reason, training samples exist -> a tiny
 model is trained on Ray Train on what is older than the newest window and gated on that window.
 Nothing reads the bundled NYC files (the test asserts it)."""
@@ -12,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from oneloc.config import with_overrides
-from oneloc.streaming.synthetic import CITIES, city_events
+from oneloc.streaming.synthetic import CITIES, city_events, iter_city_events, produce
 
 pytestmark = pytest.mark.integration
 
@@ -61,12 +62,13 @@ def test_two_synthetic_cities_are_ingested_trained_and_gated(fresh_topics_cfg, r
         "train.batch_size=32", "train.val_beam=10", "train.log_every=0", "loop.first_train_steps=4",
         "loop.val_samples=32", "loop.rl=false"])
     lisbon = city_events(CITIES["lisbon"], n_pois=60, n_users=24, days=8, seed=11, closed=0.05)
-    osaka = city_events(CITIES["osaka"], n_pois=30, n_users=10, days=8, seed=12)
+    osaka = iter_city_events(CITIES["osaka"], n_pois=30, n_users=10, days=8, seed=12)
     order = next(e[3] for e in lisbon if e[2] == "Order")
     poi = next(e[3] for e in lisbon if e[2] == "Poi")
     poison = [("poi-catalog" if s == "Poi" else "orders", {**(poi if s == "Poi" else order), **ch}, s)
               for s, ch, _ in POISON]
-    _plain_send(cfg, lisbon + osaka, poison)
+    _plain_send(cfg, lisbon, poison)
+    assert produce(cfg, osaka)["orders"] > 0         # the other city through the project's own producer
 
     totals = ingest(cfg, quiet=True)
     assert totals["samples"] > 0
