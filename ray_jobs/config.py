@@ -95,8 +95,8 @@ class LoopConfig(Section):
     window: int = Field(default=20000, description="a cycle trains on the newest N training samples (0 = all)")
     rl: bool = Field(default=True, description="run DPO post-training on each candidate")
     rl_steps: int = 20
-    val_samples: int = Field(default=500, description="the fixed validation subset: N samples spread evenly "
-                                                      "over the bundled dataset's validation split")
+    val_samples: int = Field(default=500, description="each cycle's gate: N samples spread evenly over the "
+                                                      "validation window (shards.policy; train.val_source)")
     gate_metric: str = "acc@10"
     gate_tolerance: float = Field(default=0.005, description="absolute: a candidate may be this much worse")
     keep_serving: int = Field(default=3, description="checkpoints kept in the serving folder")

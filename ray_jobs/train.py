@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of this run name")
     p.add_argument("--source", choices=("auto", "delta", "dataset"), default=None,
-                   help="training samples: the Delta table, the bundled dataset, or auto (default train.source)")
+                   help="training samples: the Delta tables, the offline dataset adapter, or auto (Delta; an error "
+                        "when there is none) (default train.source)")
 
 
 def apply_args(cfg, args, section: str = "train"):
