@@ -10,7 +10,8 @@ from oneloc._section import Section
 
 
 class ReplayConfig(Section):
-    dataset: str = "foursquare-nyc"
+    dataset: str = Field(default="foursquare-nyc", description="a bundled dataset's name, or a directory in its "
+                                                               "format (streaming/dataset.py dataset_dir)")
     speed: float = Field(default=0.0, description="events/s; 0 = as fast as possible")
     limit: int = Field(default=0, description="replay only the first N check-ins (0 = all)")
     batch_size: int = 2000
