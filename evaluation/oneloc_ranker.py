@@ -42,8 +42,15 @@ class OneLocRanker:
         return cls(model, tok, model_cfg, **kw)
 
     def fit(self, train: pd.DataFrame, catalog: Catalog) -> None:
-        """Already trained: only remember the catalog's popularity order for backfilling."""
+        """Already trained: only remember the catalog's popularity order for backfilling, and key the
+        tokenizer by the dataset's ids when the model was trained on the stream (its ids are the strings
+        of the dataset's integer ids: the NYC replay's)."""
         self.popular = catalog.poi_id
+        if catalog.poi_id.dtype.kind in "iu" and self.tok.poi_ids.dtype.kind == "O":
+            try:
+                self.tok = self.tok.with_poi_ids(np.array([int(p) for p in self.tok.poi_ids.tolist()], np.int64))
+            except ValueError as e:
+                raise ValueError(f"the checkpoint's POI ids are not this dataset's integer ids: {e}") from None
 
     @torch.no_grad()
     def rank(self, samples: pd.DataFrame, k: int) -> np.ndarray:

@@ -23,8 +23,13 @@ class TrainConfig(Section):
     cpus_per_worker: float = Field(default=0.5, description="fractional, so 2 workers fit on a 2-core machine")
     torch_threads: int = Field(default=1, description="torch intra-op threads per worker (CPU)")
     source: Literal["auto", "delta", "dataset"] = Field(
-        default="auto", description="delta = the ingested 'samples' table; dataset = built from the bundled "
-                                    "data; auto = delta when the table exists")
+        default="auto", description="delta = the ingested 'samples' and 'pois' tables; dataset = the offline "
+                                    "dataset adapter (replay.dataset); auto = delta, an error when there is no "
+                                    "table (never a silent fall-back to the bundled data)")
+    val_source: Literal["stream", "dataset"] = Field(
+        default="stream", description="validation samples of Delta training: the stream's own (shards.policy), or "
+                                      "(the NYC benchmark preset, whose replay holds back its validation period) "
+                                      "the offline dataset's validation split")
     context: Literal["catalog", "index"] = Field(
         default="catalog", description="location context: from the POI catalog, or the live neighbor index")
     min_n_in_traj: int = Field(default=0, description="drop training samples with fewer in-trajectory items")
@@ -90,8 +95,8 @@ class LoopConfig(Section):
     window: int = Field(default=20000, description="a cycle trains on the newest N training samples (0 = all)")
     rl: bool = Field(default=True, description="run DPO post-training on each candidate")
     rl_steps: int = 20
-    val_samples: int = Field(default=500, description="the fixed validation subset: N samples spread evenly "
-                                                      "over the bundled dataset's validation split")
+    val_samples: int = Field(default=500, description="each cycle's gate: N samples spread evenly over the "
+                                                      "validation window (shards.policy; train.val_source)")
     gate_metric: str = "acc@10"
     gate_tolerance: float = Field(default=0.005, description="absolute: a candidate may be this much worse")
     keep_serving: int = Field(default=3, description="checkpoints kept in the serving folder")

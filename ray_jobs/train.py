@@ -2,8 +2,8 @@
 
     oneloc train [--address ADDR] [--workers N] [--gpu] [--epochs E] [--max-steps S] [--resume]
 
-The driver prepares the samples (Delta "samples" table or the bundled dataset, ray_jobs/data.py) and
-fits the tokenizer on the training POIs; Ray Data feeds each worker its split of the training samples;
+The driver prepares the samples and the POI catalog (the Delta "samples" and "pois" tables, or the offline
+dataset adapter, ray_jobs/data.py) and fits the tokenizer on the training POIs; Ray Data feeds each worker its split of the training samples;
 ``TorchTrainer`` runs ``train_loop_per_worker`` (ray_jobs/train_loop.py: DDP, gloo on CPU / NCCL on GPU,
 bf16 autocast on GPU, AdamW + warm-up/cosine, beam-search validation, early stopping). Every epoch's
 checkpoint (model + tokenizer + config + data version, and the optimizer state) goes to
@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from oneloc.streaming.config import NEVER_MS
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of this run name")
     p.add_argument("--source", choices=("auto", "delta", "dataset"), default=None,
-                   help="training samples: the Delta table, the bundled dataset, or auto (default train.source)")
+                   help="training samples: the Delta tables, the offline dataset adapter, or auto (Delta; an error "
+                        "when there is none) (default train.source)")
 
 
 def apply_args(cfg, args, section: str = "train"):
@@ -85,19 +88,24 @@ def init_ray(cfg, address: str | None = None) -> None:
 
 
 def train_dataset(cfg, data, seed: int):
-    """The training samples as a Ray Dataset: read from the Delta table (its pinned version), or the
-    driver's DataFrame shuffled once."""
+    """The training samples as a Ray Dataset: read from the Delta table (its pinned version; the
+    training split: targets before ``data.train_end_ms`` under the rolling policy), or the driver's
+    DataFrame shuffled once."""
     import ray
 
     if data.delta_uri:
         ds = ray.data.read_delta(data.delta_uri, version=data.delta_version,
                                  storage_options=cfg.storage.storage_options or None)
-        if "split" in ds.schema().names:
+        if data.train_end_ms < NEVER_MS:                 # rolling: every row is a sample; older ones train
+            ds = ds.filter(expr=f"target_ts < {int(data.train_end_ms)}")
+        elif "split" in ds.schema().names:
             ds = ds.filter(expr="split == 'train'")
         return ds.randomize_block_order(seed=seed)
     cols = ["target_poi", "target_ts", "last_lat", "last_lng", "hist_poi", "hist_ts"]
     df = data.train[cols].sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    table = pa.table({c: pa.array([np.asarray(x).tolist() for x in df[c]], pa.list_(pa.int64()))
+    ids = pa.string() if pd.api.types.is_string_dtype(df["target_poi"]) else pa.int64()   # stream ids, or dataset ints
+    table = pa.table({c: pa.array([np.asarray(x).tolist() for x in df[c]], pa.list_(ids if c == "hist_poi" else
+                                                                                     pa.int64()))
                       if c.startswith("hist_") else pa.array(df[c].to_numpy()) for c in cols})
     n = max(4, 2 * cfg.train.workers)
     step = -(-len(df) // n)
@@ -150,18 +158,16 @@ def train(cfg, resume: bool = False, address: str | None = None, data=None) -> d
     """Prepare the data (unless given: a ray_jobs.data.TrainData) and the tokenizer, then pre-train on Ray
     Train; returns the run summary."""
     from oneloc.model.oneloc import build_model
-    from oneloc.ray_jobs.data import fit_train_tokenizer, item_spend, prepare
+    from oneloc.ray_jobs.data import fit_train_tokenizer, prepare
     from oneloc.ray_jobs.train_loop import loop_config
-    from oneloc.streaming.dataset import load_pois
 
     data = data if data is not None else prepare(cfg)
-    pois = load_pois()
     t0 = time.perf_counter()
-    tok = fit_train_tokenizer(data.train, pois, cfg.model)
+    tok = fit_train_tokenizer(data.train, data.catalog, cfg.model, cfg.index.h3_resolution)
     log.info("tokenizer: %d POIs in %.1fs, %s", tok.num_items, time.perf_counter() - t0, tok.report)
     model_cfg = build_model(cfg.model, tok).cfg
     reports = cfg.storage.path(cfg.storage.reports)
-    loop_cfg = loop_config(cfg, tok, model_cfg, data.val, item_spend(tok, pois), len(data.train), "train",
+    loop_cfg = loop_config(cfg, tok, model_cfg, data.val, data.item_spend(tok), len(data.train), "train",
                            data.data_version, None, None if "://" in reports else f"{reports}/{cfg.train.run_name}")
     return launch(cfg, loop_cfg, train_dataset(cfg, data, cfg.train.seed), cfg.train.run_name, resume, address)
 

@@ -1,11 +1,12 @@
-"""Replay a real dataset (Foursquare NYC check-ins) into the Kafka topics as a live stream.
+"""Replay an offline dataset (the bundled Foursquare NYC check-ins, or any in its format: see
+streaming/dataset.py ``dataset_dir``) into the Kafka topics as a live stream.
 
 Events, in event-time order (``build_events``, pure):
   1. the POI catalog: one ``Poi`` per venue (key poi_id) on the compacted catalog topic;
   2. per check-in, at its time: a ``UserLocation`` (key user_id; the venue's coordinates,
      source="checkin": the user's location becomes known when they check in, never before)
-     and an ``Order`` (key user_id; order_id ``nyc-<row>``; amount = the spend proxy of the
-     venue category, see streaming/spend.py; ``user_location`` = where the user was last
+     and an ``Order`` (key user_id; order_id ``nyc-<row>``; amount = the file's, else the spend proxy
+     of the venue category, see streaming/spend.py; ``user_location`` = where the user was last
      seen BEFORE this check-in, i.e. their previous check-in, or null for their first).
 So no event reveals where a user goes before the check-in happens.
 
@@ -26,6 +27,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -56,22 +58,28 @@ def build_events(dataset: str = "foursquare-nyc", limit: int = 0) -> list[Replay
     pois = load_pois(dataset)
     start = int(checkins["ts_ms"].min()) if len(checkins) else 0
     events: list[ReplayEvent] = []
+    currency_of: dict[str, str] = {}
+    tag = "nyc" if dataset == "foursquare-nyc" else Path(dataset).name   # event ids: "<tag>-<row>"
     for p in pois.itertuples(index=False):
+        # the bundled data has no prices: the spend proxy (streaming/spend.py); a dataset with its own sends them
+        spend = float(p.avg_spend) if hasattr(p, "avg_spend") else category_spend(p.category)
         rec = dict(poi_id=str(p.poi_id), category=p.category, category_id=p.category_id or None,
                    lat=float(p.lat), lng=float(p.lng), price_level=price_level(p.category),
-                   avg_spend=category_spend(p.category), currency=CURRENCY, active=True,
+                   avg_spend=spend, currency=getattr(p, "currency", CURRENCY), active=True,
                    updated_at=start, venue_id=p.venue_id or None)
+        currency_of[rec["poi_id"]] = rec["currency"]
         events.append(ReplayEvent(len(events), "poi-catalog", rec["poi_id"], "Poi", rec))
     last_seen: dict[str, dict[str, float]] = {}
     for c in checkins.itertuples(index=False):
         user = str(c.user_id)
         here = {"lat": float(c.lat), "lng": float(c.lng)}
-        loc = dict(event_id=f"nyc-loc-{c.seq}", user_id=user, event_time=int(c.ts_ms), lat=here["lat"],
+        loc = dict(event_id=f"{tag}-loc-{c.seq}", user_id=user, event_time=int(c.ts_ms), lat=here["lat"],
                    lng=here["lng"], accuracy_m=None, source="checkin")
-        oid = f"nyc-{c.seq}"
-        order = dict(order_id=oid, user_id=user, poi_id=str(c.poi_id), event_time=int(c.ts_ms),
-                     amount=order_amount(oid, c.category), currency=CURRENCY, status="completed",
-                     user_location=last_seen.get(user))
+        oid = f"{tag}-{c.seq}"
+        poi = str(c.poi_id)
+        amount = float(c.amount) if hasattr(c, "amount") else order_amount(oid, c.category)
+        order = dict(order_id=oid, user_id=user, poi_id=poi, event_time=int(c.ts_ms), amount=amount,
+                     currency=currency_of.get(poi, CURRENCY), status="completed", user_location=last_seen.get(user))
         events.append(ReplayEvent(len(events), "user-locations", user, "UserLocation", loc))
         events.append(ReplayEvent(len(events), "orders", user, "Order", order))
         last_seen[user] = here

@@ -17,16 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
 
 from oneloc.config import load_config
 from oneloc.model.checkpoint import load_checkpoint
 from oneloc.ray_jobs.train import latest_checkpoint
 from oneloc.streaming.dataset import load_checkins
 from oneloc.streaming.samples import build_samples
-from oneloc.streaming.shards import _schema
+from tests.integration.fixtures_delta import write_samples_and_pois
 
 pytestmark = pytest.mark.integration
 EPOCHS = 3
@@ -34,19 +32,13 @@ RUN = "fault-train"
 
 
 def write_samples(cfg, users: int = 40, n_train: int = 320) -> int:
-    """A small Delta "samples" table (as ingestion writes it): ``n_train`` training rows, the users'
-    validation rows; -> the number of training rows."""
+    """Small Delta "samples" and "pois" tables (as ingestion writes them): ``n_train`` training rows, the
+    users' validation rows; -> the number of training rows."""
     c = load_checkins()
     s = build_samples(c[c["user_id"].isin(sorted(c["user_id"].unique())[:users])], cfg.shards)
-    parts = [s[s["split"] == "train"].iloc[:n_train], s[s["split"] == "val"]]
-    rows = []
-    for df in parts:
-        for r in df.to_dict("records"):
-            rows.append({**r, "hist_poi": list(r["hist_poi"]), "hist_ts": list(r["hist_ts"]), "topic": "t",
-                         "partition": 0, "offset": len(rows)})
-    write_deltalake(cfg.storage.table("samples"), pa.Table.from_pylist(rows, schema=_schema()),
-                    partition_by=["split"])
-    return len(parts[0])
+    train = s[s["split"] == "train"].iloc[:n_train]
+    write_samples_and_pois(cfg, {"train": train, "val": s[s["split"] == "val"]})
+    return len(train)
 
 
 def processes(marker: str, pgid: int) -> list[tuple[int, str]]:
@@ -90,7 +82,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 @pytest.mark.timeout(200)
 def test_trainer_sigkilled_after_first_checkpoint_resumes_and_finishes(tmp_path):
     overrides = [f"storage.root={tmp_path / 'state'}", "model.size=tiny", "model.tokenizer.codebook_size=8",
-                 "train.source=delta", "train.workers=2", "train.batch_size=32", "train.val_samples=24",
+                 "train.source=delta", "shards.policy=cutoffs", "train.workers=2", "train.batch_size=32", "train.val_samples=24",
                  "train.log_every=0", "train.warmup_steps=2", "train.patience=10", f"train.epochs={EPOCHS}",
                  f"train.run_name={RUN}", "ray.num_cpus=2"]
     cfg = load_config(overrides=overrides)

@@ -11,7 +11,7 @@ from oneloc.evaluation.protocol import prepare
 from oneloc.model.config import ModelConfig
 from oneloc.model.oneloc import build_model
 from oneloc.ray_jobs.data import fit_train_tokenizer
-from oneloc.streaming.dataset import load_checkins, load_pois
+from oneloc.streaming.dataset import dataset_catalog, load_checkins
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,7 +23,7 @@ def test_ranker_returns_valid_distinct_pois_and_all_metrics():
     data = prepare(checkins[checkins["user_id"].isin(users)], cfg.shards)
     train, test = data.train, data.train.iloc[:40]
     mcfg = ModelConfig(size="tiny", tokenizer={"levels": 2, "codebook_size": 8})
-    tok = fit_train_tokenizer(train, load_pois(), mcfg)
+    tok = fit_train_tokenizer(train, dataset_catalog(), mcfg)
     torch.manual_seed(0)
     ranker = OneLocRanker(build_model(mcfg, tok), tok, mcfg, max_k=10, batch_size=16)
     catalog = data.catalog
@@ -40,3 +40,21 @@ def test_ranker_returns_valid_distinct_pois_and_all_metrics():
     for key in ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@5", "ndcg@10", "dist@10", "gmv@10"):
         assert key in m and np.isfinite(m[key])
     assert m["ranked_k"] == 10
+
+
+def test_a_model_trained_on_the_streams_string_ids_ranks_the_datasets_integer_ids():
+    """A checkpoint trained from Delta (the NYC replay's ids as strings) evaluated on the offline dataset:
+    the same rankings as the same model under integer ids."""
+    cfg = load_config()
+    checkins = load_checkins()
+    data = prepare(checkins[checkins["user_id"].isin(checkins["user_id"].drop_duplicates().iloc[:25])], cfg.shards)
+    mcfg = ModelConfig(size="tiny", tokenizer={"levels": 2, "codebook_size": 8})
+    tok = fit_train_tokenizer(data.train, dataset_catalog(), mcfg)
+    torch.manual_seed(0)
+    model = build_model(mcfg, tok)
+    as_ints = OneLocRanker(model, tok, mcfg, max_k=10)
+    as_strings = OneLocRanker(model, tok.with_poi_ids([str(p) for p in tok.poi_ids.tolist()]), mcfg, max_k=10)
+    for r in (as_ints, as_strings):
+        r.fit(data.train, data.catalog)
+    test = data.train.iloc[:30]
+    assert np.array_equal(as_ints.rank(test, 10), as_strings.rank(test, 10))

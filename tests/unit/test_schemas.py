@@ -68,8 +68,12 @@ def test_round_trip(name, record):
     ("Poi", poi(price_level=7), "price_level"),
     ("Poi", poi(avg_spend=-3.0), "avg_spend"),
     ("Poi", poi(lng=200.0), "lng"),
+    ("Poi", poi(poi_id="x" * 129), "poi_id"),           # ids: at most 128 characters
+    ("Order", order(poi_id="lx-\x00"), "poi_id"),       # no control characters
+    ("Order", order(user_id="lx\nuser"), "user_id"),
 ])
 def test_validation_names_the_field(name, record, field):
+    """Every broken rule names its field; ids break theirs as the module's docstring says."""
     with pytest.raises(ValidationError) as e:
         encode(name, record)
     assert e.value.field == field
@@ -260,3 +264,9 @@ def test_a_fingerprint_shared_by_two_schemas_is_refused(tmp_path):
     (tmp_path / "history" / "Poi.v1.avsc").write_text((SCHEMA_DIR / "UserLocation.avsc").read_text())
     with pytest.raises(ValueError, match="share the fingerprint"):
         SchemaRegistry.from_dir(tmp_path)
+
+
+def test_any_opaque_string_id_is_valid():
+    for pid in ("123", "lx-000", "poi:abc/7", "Café Ñ 日本", "x" * 128):
+        encode("Order", order(poi_id=pid))
+        encode("Poi", poi(poi_id=pid))

@@ -1,0 +1,183 @@
+"""A seeded synthetic city: places, users and their visits as the three event streams, for tests and
+scale runs of a deployment that is not NYC (string ids, today's dates, the city's own categories and
+currency). Nothing here is Foursquare.
+
+    events = city_events(CITIES["lisbon"], n_pois=200, n_users=50, days=14, seed=7)   # a list
+    produce(cfg, iter_city_events(CITIES["lisbon"], n_pois=50_000, n_users=10_000, days=300))   # streamed
+    python -m oneloc.streaming.synthetic --city lisbon --pois 200 --users 50 --days 14 --seed 7
+
+The model of the city (every draw from one ``numpy`` generator seeded by ``seed``):
+- neighbourhoods: ``n_hoods`` centres spread over ``radius_km``; each place sits near one (Gaussian,
+  ~300 m) with a category of the city's list, ``avg_spend`` = the category's typical ticket x a
+  log-normal factor, in the city's currency; ``price_level`` from the spend;
+- popularity: Zipf (exponent ``zipf``) over a random ranking of the places;
+- users: a home and a work neighbourhood; a day has Poisson(``visits_per_day``) visits between 08:00
+  and 22:00 UTC; a visit is a revisit of one of the user's places (probability ``revisit``) or a first
+  visit drawn by popularity x closeness to where the user is (home, or work on weekday middays);
+- events, in time order: the catalog (one ``Poi`` per place, ``updated_at`` at the start), then per visit
+  a ``UserLocation`` (the place's coordinates, source "app") and an ``Order`` (amount = the place's
+  spend x a log-normal factor; ``user_location`` = where the user was last seen); the last event is
+  ``end_ms`` (default: now minus one hour), the first ``days`` before it;
+- ``closed``: that fraction of the places (rounded) gets a second ``Poi`` record with ``active=false`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class City:
+    name: str
+    prefix: str                               # ids: "<prefix>-0007", "<prefix>-user-0003"
+    lat: float
+    lng: float
+    radius_km: float
+    currency: str
+    categories: tuple[tuple[str, float], ...]  # (category name, typical spend in ``currency``)
+
+
+CITIES = {
+    "lisbon": City("lisbon", "lx", 38.7223, -9.1393, 4.0, "EUR", (
+        ("Tasca", 14.0), ("Pastelaria", 4.5), ("Marisqueira", 38.0), ("Café", 2.5), ("Mercearia", 11.0),
+        ("Casa de Fado", 45.0), ("Farmácia", 16.0), ("Livraria", 19.0), ("Ginásio", 30.0), ("Miradouro", 0.0),
+        ("Cervejaria", 18.0), ("Padaria", 3.0))),
+    "osaka": City("osaka", "os", 34.6937, 135.5023, 5.0, "JPY", (
+        ("Izakaya", 3500.0), ("Ramen-ya", 950.0), ("Konbini", 600.0), ("Kissaten", 700.0), ("Onsen", 1200.0),
+        ("Takoyaki stand", 500.0), ("Depachika", 2500.0), ("Karaoke", 1800.0), ("Shrine", 0.0),
+        ("Okonomiyaki-ya", 1300.0))),
+}
+
+
+def _km_to_deg(lat: float) -> tuple[float, float]:
+    return 1 / 110.574, 1 / (111.320 * math.cos(math.radians(lat)))
+
+
+def city_events(city: City, **kw) -> list[tuple[str, str, str, dict]]:
+    """The city's events in send order, as a list: (topic role, key, schema name, record)."""
+    return list(iter_city_events(city, **kw))
+
+
+def iter_city_events(city: City, *, n_pois: int = 200, n_users: int = 50, days: int = 14, seed: int = 0,
+                     visits_per_day: float = 2.5, revisit: float = 0.45, zipf: float = 1.1, n_hoods: int = 8,
+                     closed: float = 0.0, end_ms: int | None = None):
+    """The city's events in send order, one at a time (a large city never holds its records in memory;
+    the visits are drawn first, as arrays)."""
+    rng = np.random.default_rng(seed)
+    end_ms = int(time.time() * 1000) - HOUR_MS if end_ms is None else int(end_ms)
+    start_ms = end_ms - days * DAY_MS
+    dlat, dlng = _km_to_deg(city.lat)
+    # neighbourhoods and places
+    ang, rad = rng.uniform(0, 2 * math.pi, n_hoods), city.radius_km * np.sqrt(rng.uniform(0, 1, n_hoods))
+    hood_lat, hood_lng = city.lat + rad * np.sin(ang) * dlat, city.lng + rad * np.cos(ang) * dlng
+    hood = rng.integers(0, n_hoods, n_pois)
+    lat = hood_lat[hood] + rng.normal(0, 0.3, n_pois) * dlat
+    lng = hood_lng[hood] + rng.normal(0, 0.3, n_pois) * dlng
+    cat = rng.integers(0, len(city.categories), n_pois)
+    spend = np.array([city.categories[c][1] for c in cat]) * rng.lognormal(0, 0.25, n_pois)
+    scale = max(c[1] for c in city.categories) or 1.0
+    level = np.clip(np.ceil(4 * spend / scale), 0, 4).astype(int)
+    pop = 1.0 / (1 + rng.permutation(n_pois)) ** zipf
+    # a first visit from neighbourhood h: popularity x closeness (exp(-km / 1.5)), as a CDF per neighbourhood
+    km = np.hypot((lat[None, :] - hood_lat[:, None]) / dlat, (lng[None, :] - hood_lng[:, None]) / dlng)
+    cdf = np.cumsum(pop[None, :] * np.exp(-km / 1.5), 1)
+    cdf /= cdf[:, -1:]
+    pid = [f"{city.prefix}-{i:04d}" for i in range(n_pois)]
+    pois = [dict(poi_id=pid[i], category=city.categories[cat[i]][0], category_id=None, lat=float(lat[i]),
+                 lng=float(lng[i]), price_level=int(level[i]), avg_spend=round(float(spend[i]), 2),
+                 currency=city.currency, active=True, updated_at=start_ms, venue_id=None) for i in range(n_pois)]
+    yield from (("poi-catalog", pid[i], "Poi", pois[i]) for i in range(n_pois))
+    # users and their visits: per user, the days' Poisson counts, hours, and revisit/first-visit draws
+    times, users, places = [], [], []
+    for u in range(n_users):
+        home, work = rng.integers(0, n_hoods, 2)
+        counts = rng.poisson(visits_per_day, days)
+        day = np.repeat(np.arange(days), counts)
+        hour = rng.uniform(8, 22, len(day))
+        order = np.lexsort((hour, day))
+        day, hour = day[order], hour[order]
+        at = np.where((day % 7 < 5) & (hour >= 10) & (hour < 17), work, home)
+        draw, new = rng.random(len(day)), np.empty(len(day), np.int64)
+        for h in (home, work):
+            new[at == h] = np.searchsorted(cdf[h], draw[at == h])
+        new = np.minimum(new, n_pois - 1)
+        again, pick = rng.random(len(day)) < revisit, rng.random(len(day))
+        mine: list[int] = []
+        known: set[int] = set()
+        p = np.empty(len(day), np.int64)
+        for i in range(len(day)):
+            if mine and again[i]:
+                p[i] = mine[int(pick[i] * len(mine))]
+            else:
+                p[i] = new[i]
+                if p[i] not in known:
+                    known.add(int(p[i]))
+                    mine.append(int(p[i]))
+        times.append(start_ms + day * DAY_MS + (hour * HOUR_MS).astype(np.int64))
+        users.append(np.full(len(day), u))
+        places.append(p)
+    t, user, place = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (times, users, places))
+    order = np.lexsort((user, t))
+    t = t[order] + (end_ms - int(t[order[-1]]) if len(t) else 0)     # the newest visit is at end_ms
+    user, place = user[order], place[order]
+    amount = spend[place] * rng.lognormal(0, 0.2, len(place))
+    last: dict[str, dict] = {}
+    for k in range(len(t)):
+        uid, p = f"{city.prefix}-user-{int(user[k]):04d}", int(place[k])
+        here = {"lat": float(lat[p]), "lng": float(lng[p])}
+        yield ("user-locations", uid, "UserLocation", dict(
+            event_id=f"{city.prefix}-loc-{k}", user_id=uid, event_time=int(t[k]), lat=here["lat"], lng=here["lng"],
+            accuracy_m=15.0, source="app"))
+        yield ("orders", uid, "Order", dict(
+            order_id=f"{city.prefix}-ord-{k}", user_id=uid, poi_id=pid[p], event_time=int(t[k]),
+            amount=round(float(amount[k]), 2), currency=city.currency, status="completed",
+            user_location=last.get(uid)))
+        last[uid] = here
+    for i in sorted(rng.choice(n_pois, int(round(closed * n_pois)), replace=False).tolist()):
+        yield ("poi-catalog", pid[i], "Poi", dict(pois[i], active=False, updated_at=end_ms))
+
+
+def produce(cfg, events) -> dict[str, int]:
+    """Send ``events`` through the project's producer (streaming/producer.py); records per role."""
+    from oneloc.streaming.producer import EventProducer
+
+    counts: dict[str, int] = {}
+    with EventProducer(cfg) as p:
+        for role, key, schema, record in events:
+            p.send(role, key, schema, record)
+            counts[role] = counts.get(role, 0) + 1
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    from oneloc.config import load_config
+
+    a = argparse.ArgumentParser(prog="python -m oneloc.streaming.synthetic", description=__doc__.split("\n")[0])
+    a.add_argument("--city", choices=sorted(CITIES), default="lisbon")
+    a.add_argument("--pois", type=int, default=200)
+    a.add_argument("--users", type=int, default=50)
+    a.add_argument("--days", type=int, default=14)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--closed", type=float, default=0.0, help="fraction of places closed at the end")
+    a.add_argument("--config", default=None)
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = a.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    events = iter_city_events(CITIES[args.city], n_pois=args.pois, n_users=args.users, days=args.days,
+                              seed=args.seed, closed=args.closed)
+    print(json.dumps({"city": args.city, "sent": produce(cfg, events)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
