@@ -14,12 +14,18 @@ histories, with no new weights.
     model2 = with_item_codes(model, tok2)                          # same weights, the extended ID table
 
 ``left``: the ids that got no ID (every prefix full: the last level has ``codebook_sizes[-1]`` codes); they
-wait for the next retrain.
+wait for the next retrain. A tokenizer fitted without collisions has one last code and no room at all, so the
+model should be built with spare last codes (``reserve_codes`` before ``build_model``): their output weights
+are trained only to be unlikely, so a new place ranks after the fitted members of its group until the next
+retrain, but it can be generated.
+
+    tok = reserve_codes(tok, spare=8)                              # before build_model (training)
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import torch
@@ -42,6 +48,12 @@ def category_ids_of(tok: SemanticIdTokenizer, ids, labels) -> dict[str, int]:
             v = votes.setdefault(label, {})
             v[int(tok.category[i - 1])] = v.get(int(tok.category[i - 1]), 0) + 1
     return {label: max(v.items(), key=lambda kv: (kv[1], -kv[0]))[0] for label, v in votes.items()}
+
+
+def reserve_codes(tok: SemanticIdTokenizer, spare: int) -> SemanticIdTokenizer:
+    """A copy of the tokenizer with ``spare`` more codes in its last (disambiguation) level, for places added
+    later."""
+    return dataclasses.replace(tok, codebook_sizes=[*tok.codebook_sizes[:-1], tok.codebook_sizes[-1] + spare])
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

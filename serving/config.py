@@ -55,9 +55,9 @@ class ServeConfig(Section):
         default="earliest", description="where the consumer starts (earliest = rebuild histories from the log)")
     poll_timeout_s: float = Field(default=0.1, description="consumer poll; bounds the added freshness delay")
     freshness_s: float = Field(default=5.0, description="an order is served within this (tests check it)")
-    bootstrap: Literal["none", "delta", "dataset"] = Field(
-        default="none", description="histories loaded at start: the ingest job's orders table, or the "
-                                    "bundled dataset (benchmarks, no Kafka); the stream adds to them")
+    bootstrap: Literal["none", "delta"] = Field(
+        default="none", description="histories loaded at start: the ingest job's orders table (Delta); the "
+                                    "stream adds to them")
 
 
 # Ray Serve settings of the processes (read when they start, so they go in the environment of the Ray

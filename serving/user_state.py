@@ -6,7 +6,7 @@ within ``serve.poll_timeout_s`` plus the broker's delivery time.
     state.add("42", "1234", ts_ms)                      # oldest first; the latest max_len per user are kept
     state.history("42", before_ms=now)                  # -> [(poi_id, ts_ms), ...] oldest first
     follower = OrdersFollower(cfg, state).start()       # thread: orders topic -> state; .stop()
-    bootstrap(cfg, state)                               # optional: histories from Delta or the bundled data
+    bootstrap(cfg, state)                               # optional: histories from the Delta orders table
 
 Each replica reads every partition itself (assign, no consumer group rebalancing, no commits): state is
 per replica and rebuilt from the log at start (``serve.orders_start = earliest``). Cancelled and refunded
@@ -139,28 +139,22 @@ class OrdersFollower:
 
 
 def bootstrap(cfg, state: UserState) -> int:
-    """Load histories at start (``serve.bootstrap``): 'delta' = the ingest job's orders table, 'dataset' =
-    the bundled check-ins (benchmarks and demos without Kafka). Returns the events loaded."""
-    source = cfg.serve.bootstrap
-    if source == "none":
+    """Load histories at start (``serve.bootstrap = delta``: the ingest job's orders table, the stream's
+    events; ``none``: nothing). Returns the events loaded."""
+    if cfg.serve.bootstrap == "none":
         return 0
-    if source == "dataset":
-        from oneloc.streaming.dataset import load_checkins
+    from oneloc.streaming.delta_sink import open_table
 
-        df = load_checkins(cfg.replay.dataset)[["user_id", "poi_id", "ts_ms"]]
-    else:
-        from oneloc.streaming.delta_sink import open_table
+    dt = open_table(cfg.storage.table("orders"), cfg.storage.storage_options)
+    if dt is None:
+        return 0
+    df = dt.to_pandas(columns=["user_id", "poi_id", "event_time", "status"])
+    df = df[~df["status"].isin(SKIP_STATUS)].rename(columns={"event_time": "ts_ms"})
+    if df["ts_ms"].dtype.kind == "M":  # a timestamp column
+        import pandas as pd
 
-        dt = open_table(cfg.storage.table("orders"), cfg.storage.storage_options)
-        if dt is None:
-            return 0
-        df = dt.to_pandas(columns=["user_id", "poi_id", "event_time", "status"])
-        df = df[~df["status"].isin(SKIP_STATUS)].rename(columns={"event_time": "ts_ms"})
-        if df["ts_ms"].dtype.kind == "M":  # a timestamp column
-            import pandas as pd
-
-            t = pd.to_datetime(df["ts_ms"], utc=True)
-            df["ts_ms"] = (t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+        t = pd.to_datetime(df["ts_ms"], utc=True)
+        df["ts_ms"] = (t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
     df = df.sort_values("ts_ms", kind="stable").groupby("user_id").tail(state.max_len)
     for u, p, t in zip(df["user_id"].astype(str), df["poi_id"].astype(str), df["ts_ms"].astype("int64"), strict=True):
         state.add(u, p, int(t))
