@@ -43,6 +43,7 @@ def served(ray_session, kafka_cfg, tmp_path_factory):
     untrained_checkpoint(ckpts / "v1.pt", dataset_catalog(), "tiny", seed=0, model_version="v1")
     port = free_ports(1)[0]
     cfg.storage.root = str(root / "state")
+    _nyc_catalog_table(cfg)
     cfg.serve = cfg.serve.model_copy(update=dict(
         port=port, checkpoint=str(ckpts), watch_interval_s=0.5, freshness_s=5.0, orders_start="earliest",
         min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1.0, downscale_delay_s=3.0,
@@ -53,6 +54,15 @@ def served(ray_session, kafka_cfg, tmp_path_factory):
     yield s
     s.http.close()
     serve.shutdown()
+
+
+def _nyc_catalog_table(cfg) -> None:
+    """The NYC catalog as the Delta ``pois`` table (string ids, as the ingest job writes it): where the replicas
+    take their categories and area from."""
+    from deltalake import write_deltalake
+
+    df = dataset_catalog().frame().drop(columns="category_key").assign(poi_id=lambda d: d["poi_id"].astype(str))
+    write_deltalake(cfg.storage.table("pois"), df)
 
 
 def _haversine_m(lat1, lng1, lat2, lng2):
