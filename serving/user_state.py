@@ -34,12 +34,16 @@ class UserState:
         self.events_seen = 0
         self.last_event_at = 0.0  # wall clock of the last event applied
 
-    def add(self, user_id: str, poi_id: str, ts_ms: int) -> None:
-        """Insert in time order (events may arrive late); keep the latest ``max_len``."""
+    def add(self, user_id: str, poi_id: str, ts_ms: int) -> bool:
+        """Insert in time order (events may arrive late); keep the latest ``max_len``. An event the user has
+        already (same POI, same time: the Delta warm-up and the topic replayed from the start) is skipped:
+        False."""
         with self._lock:
             q = self._events.get(user_id)
             if q is None:
                 q = self._events[user_id] = deque(maxlen=self.max_len)
+            if (poi_id, ts_ms) in q:
+                return False
             if not q or q[-1][1] <= ts_ms:
                 q.append((poi_id, ts_ms))
             else:  # late event: rare, rebuild the deque in order
@@ -49,6 +53,7 @@ class UserState:
                 q.extend(items[-self.max_len:])
             self.events_seen += 1
             self.last_event_at = time.time()
+            return True
 
     def history(self, user_id: str, before_ms: int | None = None) -> list[tuple[str, int]]:
         """The user's events, oldest first (only those at or before ``before_ms`` when given)."""
@@ -65,11 +70,10 @@ class UserState:
 
 
 def apply_order(state: UserState, record: dict) -> bool:
-    """One decoded Order record -> the state. False when skipped (its status)."""
+    """One decoded Order record -> the state. False when skipped (its status, or an event already held)."""
     if record.get("status", "completed") in SKIP_STATUS:
         return False
-    state.add(str(record["user_id"]), str(record["poi_id"]), int(record["event_time"]))
-    return True
+    return state.add(str(record["user_id"]), str(record["poi_id"]), int(record["event_time"]))
 
 
 class OrdersFollower:

@@ -253,3 +253,16 @@ def test_save_and_load_of_a_checkpoint_with_spare_codes(tmp_path):
     save_checkpoint(tmp_path / "m.pt", model, tok, model.cfg)
     _, back, _, _ = load_checkpoint(tmp_path / "m.pt")
     assert back.codebook_sizes == [2, 2, 6]
+
+
+def test_warm_up_from_delta_then_the_topic_from_the_start_counts_each_event_once():
+    from oneloc.serving.user_state import apply_order
+
+    state = UserState(max_len=3)
+    for t, p in ((1, "a"), (2, "b"), (3, "c")):                # the Delta orders table at start
+        state.add("u", p, t)
+    replay = [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (2, "b")]  # the orders topic from the earliest offset
+    applied = [apply_order(state, {"user_id": "u", "poi_id": p, "event_time": t}) for t, p in replay]
+    assert applied == [False, False, False, True, False]
+    assert state.history("u") == [("b", 2), ("c", 3), ("d", 4)]
+    assert state.add("u", "a", 1) and state.history("u") == [("b", 2), ("c", 3), ("d", 4)]  # older than the window
