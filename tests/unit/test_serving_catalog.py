@@ -266,3 +266,16 @@ def test_warm_up_from_delta_then_the_topic_from_the_start_counts_each_event_once
     assert applied == [False, False, False, True, False]
     assert state.history("u") == [("b", 2), ("c", 3), ("d", 4)]
     assert state.add("u", "a", 1) and state.history("u") == [("b", 2), ("c", 3), ("d", 4)]  # older than the window
+
+
+def test_serving_imports_no_training_evaluation_or_bundled_data_module():
+    import ast
+
+    from oneloc.paths import REPO_ROOT
+
+    banned = ("oneloc.ray_jobs", "oneloc.evaluation", "oneloc.streaming.dataset", "oneloc.benchmarks")
+    for path in sorted((REPO_ROOT / "serving").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.startswith(banned)], f"{path.name} imports {names}"
