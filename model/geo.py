@@ -8,8 +8,9 @@ great-circle distance, the catalog's static location context, and the served are
 
 The served area is the set of points within ``margin_km`` of a place, not a bounding box: one deployment
 serves several cities, and the sea (or the country) between them is outside. Places are bucketed by H3 cell
-at the finest resolution whose cells are wider than the margin, so a point is looked up in its cell and the
-ring around it, then measured exactly to the places found there.
+(edge about a fifth of the margin), each with an anchor place and the radius of its places around it; a point is
+measured to the buckets of its cell, then of the first ring (inside a city that settles it), else to every
+bucket, and exactly to the places of the buckets that the radii cannot settle.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ class CatalogContext:
 
 
 def _bucket_resolution(margin_km: float) -> int:
-    """The finest H3 resolution whose average edge is at least ``margin_km`` (0 for huge margins)."""
+    """The finest H3 resolution whose average edge is at least a fifth of ``margin_km`` (0 for huge margins)."""
     for res in range(15, -1, -1):
-        if h3.average_hexagon_edge_length(res, "km") >= margin_km:
+        if h3.average_hexagon_edge_length(res, "km") >= margin_km / 5:
             return res
     return 0
 
@@ -69,20 +70,40 @@ class ServedArea:
         buckets: dict[str, list[int]] = {}
         for i, c in enumerate(cells):
             buckets.setdefault(c, []).append(i)
-        self.buckets = {c: np.asarray(ix, np.int64) for c, ix in buckets.items()}
+        self.bucket_of = {c: b for b, c in enumerate(buckets)}                 # cell -> bucket number
+        self.members = [np.asarray(ix, np.int64) for ix in buckets.values()]  # bucket -> its places
+        # each bucket's first place and the farthest of its places from it: a whole bucket is measured at once
+        self.anchor = np.array([m[0] for m in self.members], np.int64)
+        self.radius = np.array([haversine_km(self.lat[m[0]], self.lng[m[0]], self.lat[m], self.lng[m]).max()
+                                for m in self.members])
 
     def __len__(self) -> int:
         return len(self.lat)
 
     def contains(self, lat: float, lng: float) -> bool:
-        """Within ``margin_km`` of a place. A cell at least ``margin_km`` wide (edge) is wider than the margin
-        across (2 x 0.87 edge), so a place that near is in the point's cell or the two rings around it."""
+        """Within ``margin_km`` of a place (exact): the buckets of the point's cell, then of its first ring (inside
+        a city one of them settles it), then all of them."""
         if not len(self):
             return False
-        near = [self.buckets[c] for c in h3.grid_disk(h3.latlng_to_cell(lat, lng, self.res), 2) if c in self.buckets]
-        if not near:
+        cell = h3.latlng_to_cell(lat, lng, self.res)
+        return (self._any_within(lat, lng, self._buckets([cell])) or self._any_within(lat, lng, self._buckets(
+            h3.grid_disk(cell, 1))) or self._any_within(lat, lng, np.arange(len(self.members))))
+
+    def _buckets(self, cells) -> np.ndarray:
+        return np.array([self.bucket_of[c] for c in cells if c in self.bucket_of], np.int64)
+
+    def _any_within(self, lat: float, lng: float, b: np.ndarray) -> bool:
+        """A place of these buckets within the margin: a bucket whose anchor is within margin - radius has one
+        for sure, one farther than margin + radius has none, the places of the others are measured."""
+        if not len(b):
             return False
-        ix = np.concatenate(near)
+        d, r = haversine_km(lat, lng, self.lat[self.anchor[b]], self.lng[self.anchor[b]]), self.radius[b]
+        if (d + r <= self.margin_km).any():
+            return True
+        maybe = b[d - r <= self.margin_km]
+        if not len(maybe):
+            return False
+        ix = np.concatenate([self.members[i] for i in maybe])
         return bool(haversine_km(lat, lng, self.lat[ix], self.lng[ix]).min() <= self.margin_km)
 
     def nearest_km(self, lat: float, lng: float) -> float:

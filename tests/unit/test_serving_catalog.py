@@ -85,12 +85,20 @@ def test_served_area_is_near_places_in_every_city_not_a_bounding_box():
     assert not ServedArea([], [], 5.0).contains(*LISBON)
 
 
-def test_served_area_agrees_with_brute_force_on_random_points():
+@pytest.mark.parametrize("margin", [0.3, 2.0, 5.0, 40.0])
+@pytest.mark.parametrize("centre", [(40.0, -74.0), (64.1, -21.9), (-33.9, 151.2)])   # NYC, Reykjavik, Sydney
+def test_served_area_agrees_with_brute_force_on_random_points(margin, centre):
     rng = np.random.default_rng(3)
-    lat, lng = 40 + rng.uniform(0, 0.5, 200), -74 + rng.uniform(0, 0.5, 200)
-    area = ServedArea(lat, lng, margin_km=2.0)
-    for a, b in zip(40 + rng.uniform(-0.1, 0.6, 300), -74 + rng.uniform(-0.1, 0.6, 300), strict=True):
-        assert area.contains(a, b) == bool(haversine_km(a, b, lat, lng).min() <= 2.0)
+    span = 5 * margin / KM_PER_DEG_LAT                     # places spread over a few margins, some far apart
+    lat, lng = centre[0] + rng.uniform(0, span, 40), centre[1] + rng.uniform(0, 2 * span, 40)
+    area = ServedArea(lat, lng, margin_km=margin)
+    hits = 0
+    for a, b in zip(centre[0] + rng.uniform(-span, 2 * span, 400), centre[1] + rng.uniform(-span, 3 * span, 400),
+                    strict=True):
+        truth = bool(haversine_km(a, b, lat, lng).min() <= margin)
+        assert area.contains(a, b) == truth, (a, b, haversine_km(a, b, lat, lng).min())
+        hits += truth
+    assert 0 < hits < 400                                   # both sides of the edge were tried
 
 
 # -- closed places: masked in the trie ------------------------------------------------------------------------
