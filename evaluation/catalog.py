@@ -3,7 +3,8 @@
 Candidates are ordered by training popularity (descending), then poi_id: index 0 is the most popular
 POI. Rankers that sort scores stably therefore break ties by popularity, then id.
 
-    catalog = build_catalog(checkins, cfg.shards)
+    catalog = build_catalog(checkins, cfg.shards)                 # spend: the dataset's category proxy
+    catalog = build_catalog(checkins, cfg.shards, read_catalog(cfg))   # spend: the stream's catalog
     catalog.index_of(np.array([12, 7]))   # -> candidate indices, -1 for POIs outside the catalog
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from oneloc.streaming.catalog import PoiCatalog
 from oneloc.streaming.config import ShardsConfig
 from oneloc.streaming.samples import split_code
 from oneloc.streaming.spend import category_spend
@@ -25,7 +27,7 @@ class Catalog:
     lat: np.ndarray          # [P] float64
     lng: np.ndarray          # [P] float64
     category: np.ndarray     # [P] str
-    spend: np.ndarray        # [P] float64, the GMV proxy of the category
+    spend: np.ndarray        # [P] float64, spend per visit (streaming/catalog.py), or the category proxy
     popularity: np.ndarray   # [P] int64, training check-ins
 
     def __len__(self) -> int:
@@ -46,9 +48,12 @@ class Catalog:
         return out
 
 
-def build_catalog(checkins: pd.DataFrame, cfg: ShardsConfig) -> Catalog:
+def build_catalog(checkins: pd.DataFrame, cfg: ShardsConfig, places: PoiCatalog | None = None,
+                  observed: dict | None = None) -> Catalog:
     """Catalog of the POIs with at least one training check-in (ts < cfg.train_end_ms); location and
-    category are the check-ins' own (venue) columns; a table without ``category`` gets ''."""
+    category are the check-ins' own (venue) columns; a table without ``category`` gets ''. Spend: the
+    POI's in ``places`` (the stream's catalog: avg_spend, else ``observed`` Order.amount mean, else 0)
+    when given, else the offline dataset's category proxy (streaming/spend.py)."""
     train = checkins[split_code(checkins["ts_ms"].to_numpy(), cfg) == 0]
     if "category" not in train:
         train = train.assign(category="")
@@ -57,5 +62,12 @@ def build_catalog(checkins: pd.DataFrame, cfg: ShardsConfig) -> Catalog:
     df = df.sort_values(["popularity", "poi_id"], ascending=[False, True], kind="stable")
     return Catalog(poi_id=df["poi_id"].to_numpy(np.int64), lat=df["lat"].to_numpy(np.float64),
                    lng=df["lng"].to_numpy(np.float64), category=df["category"].fillna("").to_numpy(str),
-                   spend=np.array([category_spend(c) for c in df["category"].fillna("")], dtype=np.float64),
+                   spend=_spend(df, places, observed),
                    popularity=df["popularity"].to_numpy(np.int64))
+
+
+def _spend(df: pd.DataFrame, places: PoiCatalog | None, observed: dict | None) -> np.ndarray:
+    if places is None:
+        return np.array([category_spend(c) for c in df["category"].fillna("")], dtype=np.float64)
+    by_id = dict(zip(places.poi_id.tolist(), places.spend(observed).tolist(), strict=True))
+    return np.array([by_id.get(p, 0.0) for p in df["poi_id"].tolist()], dtype=np.float64)

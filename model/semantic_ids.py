@@ -70,6 +70,7 @@ class SemanticIdTokenizer:
     ctx: np.ndarray              # (N, C) float32: location-context vector of each POI's cell
     report: dict = field(default_factory=dict)
     transitions: TransitionLog | None = None   # training transitions (model/transitions.py); None = empty
+    h3_resolution: int = 8       # the H3 resolution of ``ctx`` (index.h3_resolution when fitted)
 
     def __post_init__(self):
         if self.transitions is None:
@@ -109,7 +110,7 @@ class SemanticIdTokenizer:
         return {"poi_ids": ids.tolist() if ids.dtype.kind in "OUS" else ids.astype(np.int64),
                 "codes": self.codes, "codebook_sizes": list(self.codebook_sizes), "category": self.category,
                 "lat": self.lat, "lng": self.lng, "ctx": self.ctx, "report": json.dumps(self.report),
-                **self.transitions.state()}
+                "h3_resolution": int(self.h3_resolution), **self.transitions.state()}
 
     @classmethod
     def from_state(cls, s: dict) -> SemanticIdTokenizer:
@@ -118,7 +119,7 @@ class SemanticIdTokenizer:
         return cls(ids, np.asarray(s["codes"], np.int64), [int(k) for k in s["codebook_sizes"]],
                    np.asarray(s["category"], np.int64), np.asarray(s["lat"], np.float64),
                    np.asarray(s["lng"], np.float64), np.asarray(s["ctx"], np.float32), json.loads(s["report"]),
-                   TransitionLog.from_state(s, len(ids)))
+                   TransitionLog.from_state(s, len(ids)), int(s.get("h3_resolution", 8)))  # older: 8
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
@@ -156,9 +157,11 @@ def poi_vectors(category: np.ndarray, ctx: np.ndarray, sequences: list[list[int]
 
 
 def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig,
-                  transitions=None) -> SemanticIdTokenizer:
-    """Fit the semantic IDs of a POI catalog. ``sequences``: lists of POI ids (e.g. training users'
-    check-in sequences) for the collaborative signal; ``ctx`` (N, C): each POI's location context;
+                  transitions=None, h3_resolution: int = 8) -> SemanticIdTokenizer:
+    """Fit the semantic IDs of a POI catalog. ``poi_ids``: the catalog's ids (strings, or the offline
+    dataset's integers); ``sequences``: lists of POI ids (e.g. training users'
+    check-in sequences) for the collaborative signal; ``ctx`` (N, C): each POI's location context at H3
+    ``h3_resolution`` (recorded in the tokenizer, so the checkpoint rebuilds the same context);
     ``transitions``: (prev POI ids, next POI ids, times in ms) for the top ``cfg.transitions`` successors
     of each POI (none given: an empty log, the model then has no transition candidates)."""
     poi_ids = np.asarray(poi_ids)
@@ -172,7 +175,7 @@ def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig,
     codes = disambiguate(residual_kmeans(x, t.levels, t.codebook_size, t.kmeans_iters, t.seed)[0])
     sizes = [t.codebook_size] * t.levels + [int(codes[:, -1].max()) + 1]
     tok = SemanticIdTokenizer(poi_ids, codes, sizes, category, np.asarray(lat, np.float64),
-                              np.asarray(lng, np.float64), np.asarray(ctx, np.float32))
+                              np.asarray(lng, np.float64), np.asarray(ctx, np.float32), h3_resolution=h3_resolution)
     tok.report = id_report(codes, t.codebook_size) | {"levels": t.levels, "codebook_size": t.codebook_size,
                                                        "geo_ids": cfg.geo_ids}
     prev, nxt, times = transitions if transitions is not None and cfg.transitions else ([], [], [])
@@ -197,4 +200,4 @@ def fit_from_catalog(poi_ids, category_labels, lat, lng, sequences, cfg: ModelCo
 
     category, known = category_ids(list(category_labels))
     ctx, _ = catalog_context(lat, lng, category, len(known) + 1, resolution, k)
-    return fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg)
+    return fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg, h3_resolution=resolution)

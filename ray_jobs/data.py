@@ -1,9 +1,15 @@
-"""Training data: samples (Delta table or the bundled dataset), the tokenizer, the location context, and
-samples -> model batches. No Ray at import time (the GPU machine has torch but not Ray).
+"""Training data: samples (Delta table or the offline dataset adapter), the tokenizer, the location
+context, and samples -> model batches. No Ray at import time (the GPU machine has torch but not Ray).
 
-    data = prepare(cfg)                        # TrainData: train / val samples, tokenizer, data version
+    data = prepare(cfg)                        # TrainData: train / val samples, catalog, data version
     context = CatalogContext.of(tok)           # the location context, rebuilt from the tokenizer alone
     batch = to_batch(rows, tok, context, max_len=50)   # rows: a DataFrame of samples (streaming/samples.py)
+
+The samples' split is the time policy of ``cfg.shards`` (streaming/config.py): under ``rolling`` the Delta
+table is split here, by target time relative to its watermark (validation = the newest
+``val_window_hours`` before the held-out ``test_window_hours``); under ``cutoffs`` (the NYC benchmark,
+and always for the offline dataset) by the table's ``split`` column. The POI catalog is the Delta
+``pois`` table at the version read with the samples (streaming/catalog.py), or the dataset adapter's.
 
 The tokenizer is fitted on the training POIs only, with the users' training sequences as co-visits, so
 no validation or test event shapes it. Its location context (default) is the category mix of the
@@ -14,13 +20,15 @@ checkpoint is all that evaluation and serving need.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from oneloc.model.batch import make_batch
 from oneloc.model.context import cell_context_table, neighbor_context
+from oneloc.streaming.catalog import PoiCatalog
+from oneloc.streaming.config import NEVER_MS
 
 log = logging.getLogger(__name__)
 SAMPLES_TABLE = "samples"
@@ -30,9 +38,15 @@ SAMPLES_TABLE = "samples"
 class TrainData:
     train: pd.DataFrame          # training samples (columns of streaming/samples.py COLUMNS)
     val: pd.DataFrame            # validation samples
-    data_version: str            # "delta:<uri>@<version>" or "dataset:<name>"
+    data_version: str            # "delta:<uri>@<version>;pois@<version>" or "dataset:<name>"
+    catalog: PoiCatalog          # the POIs (streaming/catalog.py), pinned with the samples
+    observed: dict = field(default_factory=dict)  # poi_id -> mean observed Order.amount (Delta only)
     delta_uri: str = ""          # the samples table when the source is Delta (Ray Data reads it)
     delta_version: int = -1
+    train_end_ms: int = NEVER_MS  # Ray Data's filter on the Delta table: training targets before this
+
+    def item_spend(self, tok) -> np.ndarray:
+        return item_spend(tok, self.catalog, self.observed)
 
 
 class CatalogContext:
@@ -45,7 +59,8 @@ class CatalogContext:
 
     @classmethod
     def of(cls, tok) -> CatalogContext:
-        return cls(tok.lat, tok.lng, tok.category, tok.ctx_dim)
+        """The context the tokenizer was fitted with (its H3 resolution, recorded in the checkpoint)."""
+        return cls(tok.lat, tok.lng, tok.category, tok.ctx_dim, tok.h3_resolution)
 
     def neighbors(self, lat: float, lng: float) -> np.ndarray:
         return neighbor_context(lat, lng, self.table, self.resolution, self.k)
@@ -76,20 +91,20 @@ def category_index(categories) -> dict:
     return {c: i + 1 for i, c in enumerate(sorted({c for c in categories if isinstance(c, str) and c}))}
 
 
-def item_spend(tok, pois: pd.DataFrame) -> np.ndarray:
-    """(N + 1,) float32 spend proxy of each item index (row 0 = padding), from the POIs' categories."""
-    from oneloc.streaming.spend import category_spend
-
-    by_poi = dict(zip(pois["poi_id"].tolist(), pois["category"].fillna("").tolist(), strict=True))
+def item_spend(tok, catalog: PoiCatalog, observed: dict | None = None) -> np.ndarray:
+    """(N + 1,) float32 spend of each item index (row 0 = padding): the catalog's ``spend`` (avg_spend,
+    else the observed mean Order.amount, else 0; streaming/catalog.py); 0 for a POI it lacks."""
+    by_poi = dict(zip(catalog.poi_id.tolist(), catalog.spend(observed).tolist(), strict=True))
     out = np.zeros(tok.num_items + 1, np.float32)
-    out[1:] = [category_spend(by_poi.get(p, "")) for p in tok.poi_ids.tolist()]
+    out[1:] = [by_poi.get(p, 0.0) for p in tok.poi_ids.tolist()]
     return out
 
 
-def fit_train_tokenizer(train: pd.DataFrame, pois: pd.DataFrame, model_cfg):
-    """Fit the semantic IDs of the training POIs (targets and histories of training samples), with the
-    training samples' transitions (latest history event -> target, at the target's time) for the
-    transition candidates."""
+def fit_train_tokenizer(train: pd.DataFrame, catalog: PoiCatalog, model_cfg, h3_resolution: int = 8):
+    """Fit the semantic IDs of the training POIs (targets and histories of training samples; their
+    category, place and location context from ``catalog``, the context at ``h3_resolution``, recorded in
+    the tokenizer), with the training samples' transitions (latest history event -> target, at the
+    target's time) for the transition candidates."""
     from oneloc.model.context import catalog_context
     from oneloc.model.semantic_ids import fit_tokenizer
     from oneloc.streaming.samples import user_sequences
@@ -97,14 +112,13 @@ def fit_train_tokenizer(train: pd.DataFrame, pois: pd.DataFrame, model_cfg):
     seen = set(train["target_poi"].tolist())
     for h in train["hist_poi"]:
         seen.update(np.asarray(h).tolist())
-    cat_of = category_index(pois["category_id"])
-    p = pois[pois["poi_id"].isin(seen)].sort_values("poi_id")
-    cat = np.array([cat_of.get(c, 0) for c in p["category_id"]], np.int64)
-    lat, lng = p["lat"].to_numpy(), p["lng"].to_numpy()
-    ctx, _ = catalog_context(lat, lng, cat, len(cat_of) + 1)
+    cat_of = category_index(catalog.category_key)
+    p = catalog.take([x for x in catalog.poi_id.tolist() if x in seen])   # the catalog's id order
+    cat = np.array([cat_of.get(c, 0) for c in p.category_key], np.int64)
+    ctx, _ = catalog_context(p.lat, p.lng, cat, len(cat_of) + 1, h3_resolution)
     seqs = [s.tolist() for s in user_sequences(train).values()]
-    prev = [int(h[-1]) if len(h) else -1 for h in train["hist_poi"]]
-    return fit_tokenizer(p["poi_id"].to_numpy(np.int64), cat, lat, lng, ctx, seqs, model_cfg,
+    prev = [h[-1] if len(h) else None for h in train["hist_poi"]]
+    return fit_tokenizer(p.poi_id, cat, p.lat, p.lng, ctx, seqs, model_cfg, h3_resolution=h3_resolution,
                          transitions=(prev, train["target_poi"].tolist(), train["target_ts"].tolist()))
 
 
@@ -130,32 +144,59 @@ def read_delta_split(uri: str, version: int, split: str, storage_options: dict |
 
 
 def _dataset_samples(cfg, *splits: str) -> list[pd.DataFrame]:
-    """Splits of the samples built from the bundled dataset (streaming/samples.py), leak-checked."""
-    from oneloc.streaming.dataset import load_checkins
-    from oneloc.streaming.samples import assert_no_leak, build_samples
+    """Splits of the offline dataset's samples (streaming/dataset.py ``dataset_samples``)."""
+    from oneloc.streaming.dataset import dataset_samples
 
-    s = build_samples(load_checkins(cfg.replay.dataset), cfg.shards)
-    assert_no_leak(s, cfg.shards)
+    s = dataset_samples(cfg.replay.dataset, cfg.shards)
     return [s[s["split"] == x].reset_index(drop=True) for x in splits]
 
 
-def prepare(cfg, source: str | None = None) -> TrainData:
-    """Training and validation samples from the configured source, leak-checked where built here."""
-    source = source or cfg.train.source
-    uri, version = _delta_version(cfg) if source in ("auto", "delta") else ("", -1)
-    if source == "delta" and version < 0:
-        from oneloc.errors import ConfigError
+def rolling_split(samples: pd.DataFrame, shards) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(train, val, train_end_ms) of a rolling-policy samples table: the windows at its watermark (the
+    newest target time, ``ShardsConfig.window_cutoffs``); validation keeps the samples whose target POI
+    has a training sample (others cannot be ranked), each sample's history being what came before it."""
+    if len(samples) == 0:
+        return samples, samples, NEVER_MS
+    train_end, val_end = shards.window_cutoffs(int(samples["target_ts"].max()))
+    ts = samples["target_ts"].to_numpy()
+    train = samples[ts < train_end].reset_index(drop=True)
+    val = samples[(ts >= train_end) & (ts < val_end)]
+    val = val[val["target_poi"].isin(set(train["target_poi"].tolist()))].reset_index(drop=True)
+    return train, val, train_end
 
-        raise ConfigError(f"train.source=delta but there is no samples table at {uri} (run `oneloc ingest`)")
-    if version >= 0:
-        so = cfg.storage.storage_options
-        train, val = (read_delta_split(uri, version, s, so) for s in ("train", "val"))
-        data = TrainData(train, val, f"delta:{uri}@{version}", uri, version)
-        if len(val) == 0:  # the stream has not reached the validation period yet
-            (data.val,) = _dataset_samples(cfg, "val")
-            log.info("the Delta samples hold no validation split yet: validating on the bundled dataset's")
+
+def prepare(cfg, source: str | None = None) -> TrainData:
+    """Training and validation samples and the POI catalog of the configured source: "delta" (the
+    ingested tables, pinned), "dataset" (the offline dataset adapter) or "auto" (Delta; a ConfigError
+    when there is no samples table: nothing falls back to a bundled dataset silently)."""
+    from oneloc.errors import ConfigError
+    from oneloc.streaming.catalog import observed_spend, read_catalog
+
+    source = source or cfg.train.source
+    if source == "dataset":
+        from oneloc.streaming.dataset import dataset_catalog
+
+        data = TrainData(*_dataset_samples(cfg, "train", "val"), f"dataset:{cfg.replay.dataset}",
+                         dataset_catalog(cfg.replay.dataset))
     else:
-        data = TrainData(*_dataset_samples(cfg, "train", "val"), f"dataset:{cfg.replay.dataset}")
+        uri, version = _delta_version(cfg)
+        if version < 0:
+            raise ConfigError(f"train.source={source} but there is no samples table at {uri}: produce events "
+                              "and run `oneloc ingest`, or train on the offline dataset with train.source=dataset")
+        so = cfg.storage.storage_options
+        catalog = read_catalog(cfg)          # read after the samples' version: it holds all their POIs
+        tag = f"delta:{uri}@{version};pois@{catalog.version}"
+        if cfg.shards.policy == "rolling":
+            from deltalake import DeltaTable
+
+            train, val, train_end = rolling_split(
+                DeltaTable(uri, version=version, storage_options=so or None).to_pandas(), cfg.shards)
+        else:
+            (train, val), train_end = (read_delta_split(uri, version, s, so) for s in ("train", "val")), NEVER_MS
+        if len(val) == 0:
+            raise ConfigError(f"no validation samples in {uri}@{version} (shards.policy={cfg.shards.policy}): the "
+                              "stream does not reach past the validation window yet")
+        data = TrainData(train, val, tag, catalog, observed_spend(cfg), uri, version, train_end)
     if cfg.train.min_n_in_traj:
         data.train = data.train[data.train["n_in_traj"] >= cfg.train.min_n_in_traj].reset_index(drop=True)
     log.info("samples: %d train, %d val (%s)", len(data.train), len(data.val), data.data_version)

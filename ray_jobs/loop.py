@@ -11,8 +11,10 @@ serving folder ``<storage.root>/loop/serving``, started once a model is there); 
 this process's main thread. Every ``loop.poll_s`` it counts the training samples of the Delta table; when
 a cycle is due (ray_jobs/loop_policy.py ``should_train``) it trains a candidate (the first model, else
 ``loop.train_steps`` steps from the serving model on the newest samples), runs RL on it (``loop.rl``),
-and gates it against the serving model on the fixed validation subset (``gate``, the metrics come from
-the training loop's own ``validate``). A promoted candidate is copied atomically into the serving folder;
+and gates it against the serving model on the cycle's validation window (``gate``; the window is the
+newest ``shards.val_window_hours`` of the stream under the rolling policy, older samples train the
+candidate, and the serving model, trained in an earlier cycle, is scored again on the same rows; the
+metrics come from the training loop's own ``validate``). A promoted candidate is copied atomically into the serving folder;
 Serve's watcher swaps to it without downtime, and the loop waits until ``/v1/ready`` reports its version.
 Every decision is a JSON line in ``<storage.root>/loop/decisions.jsonl``, one progress line per cycle is
 printed, ``<storage.root>/loop/state.json`` says what the loop is doing (read by ``oneloc status``), and
@@ -71,7 +73,6 @@ class Loop:
         self.ingest_thread: threading.Thread | None = None
         self.ingest_restarts, self.ingest_error = 0, ""
         self.url = ""
-        self.val = None
         self.serving: dict | None = None     # {"path", "version", "metrics"}
         self.samples_at_last, self.last_cycle_t, self.cycle_no = 0, time.monotonic(), 0
         self.phase, self.started = "starting", time.time()
@@ -85,7 +86,6 @@ class Loop:
         from oneloc.infra.kafka.embedded import ensure_running
         from oneloc.infra.topics import apply_topics
         from oneloc.ray_jobs.ingest import init_ray
-        from oneloc.ray_jobs.loop_train import validation_subset
 
         cfg = self.cfg
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,6 @@ class Loop:
         self.ray_owned = not ray.is_initialized()
         init_ray(cfg, self.address)
         self._start_ingest()
-        self.val = validation_subset(cfg)
         self._restore(seed_checkpoint)
         if self.serving is not None and not self.url:
             self._start_serve()
@@ -147,7 +146,8 @@ class Loop:
 
     def _restore(self, seed_checkpoint: str | None) -> None:
         """Pick up where an earlier run stopped (its last promotion), or seed the serving folder."""
-        from oneloc.ray_jobs.loop_train import evaluate, train_samples
+        from oneloc.errors import ConfigError
+        from oneloc.ray_jobs.loop_train import cycle_data, evaluate, train_samples
 
         history = policy.read_decisions(self.decisions)
         self.cycle_no = max((d.get("cycle", 0) for d in history), default=0)
@@ -155,7 +155,11 @@ class Loop:
             self.samples_at_last = int(history[-1].get("train_samples", 0))
         if seed_checkpoint:
             self.cycle_no += 1
-            metrics = policy.metrics_of(evaluate(self.cfg, seed_checkpoint, self.val))
+            try:                                             # scored on the newest window, if any yet
+                metrics = policy.metrics_of(evaluate(self.cfg, seed_checkpoint, cycle_data(self.cfg)))
+            except ConfigError as e:
+                log.info("seed model not scored: %s", e)
+                metrics = {}
             rec = {"cycle": self.cycle_no, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "trigger": "seed",
                    "train_samples": train_samples(self.cfg), "candidate": seed_checkpoint,
                    "candidate_metrics": metrics}
@@ -183,7 +187,7 @@ class Loop:
         return self.cycle(trigger, n) if trigger else None
 
     def cycle(self, trigger: str, n: int) -> dict:
-        from oneloc.ray_jobs.loop_train import continue_model, first_model, rl_model
+        from oneloc.ray_jobs.loop_train import continue_model, cycle_data, evaluate, first_model, rl_model
 
         L = self.cfg.loop
         self.cycle_no += 1
@@ -196,15 +200,20 @@ class Loop:
         try:
             self.phase = "training"
             self.write_state(train_samples=n)
-            s = first_model(self.cfg, self.val) if self.serving is None else \
-                continue_model(self.cfg, self.serving["path"], self.val)
+            data = cycle_data(self.cfg)       # one pinned read: the candidate trains before the window it is gated on
+            rec.update(data_version=data.data_version, val_samples=len(data.val))
+            if self.serving is not None:      # the serving model, scored on the same new window
+                self.serving["metrics"] = policy.metrics_of(evaluate(self.cfg, self.serving["path"], data))
+                rec["serving_metrics"] = self.serving["metrics"]
+            s = first_model(self.cfg, data) if self.serving is None else \
+                continue_model(self.cfg, self.serving["path"], data)
             rec.update(train_s=round(time.perf_counter() - t0, 1), data_version=s.get("data_version"))
             cand, metrics = s["best_checkpoint"], s["best_metrics"]
             if L.rl:
                 self.phase = "rl"
                 self.write_state(train_samples=n)
                 t1 = time.perf_counter()
-                r = rl_model(self.cfg, cand, self.val)
+                r = rl_model(self.cfg, cand, data)
                 rec["rl_s"] = round(time.perf_counter() - t1, 1)
                 rec["pre_rl_metrics"] = policy.metrics_of(metrics)
                 cand, metrics = r["best_checkpoint"], r["best_metrics"]

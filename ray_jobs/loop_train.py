@@ -1,19 +1,23 @@
 """The training side of one loop cycle, on the public functions of ray_jobs/train.py and ray_jobs/rl.py:
 
-    val = validation_subset(cfg)                      # fixed: the same rows every cycle
+    data = cycle_data(cfg)                            # the Delta samples + catalog, pinned; data.val: the gate's rows
     n = train_samples(cfg)                            # training samples in the Delta "samples" table now
-    s = first_model(cfg, val)                         # no model yet: pre-train (tokenizer fitted here)
-    s = continue_model(cfg, "/state/loop/serving/model-c0002.pt", val)   # a few steps on the newest samples
-    s = rl_model(cfg, s["best_checkpoint"], val)      # DPO on top (loop.rl)
-    m = evaluate(cfg, path, val)                      # the same validate() the training loop reports
+    s = first_model(cfg, data)                        # no model yet: pre-train (tokenizer fitted here)
+    s = continue_model(cfg, "/state/loop/serving/model-c0002.pt", data)   # a few steps on the newest samples
+    s = rl_model(cfg, s["best_checkpoint"], data)     # DPO on top (loop.rl)
+    m = evaluate(cfg, path, data)                     # the same validate() the training loop reports
 
 Every summary is ray_jobs/train.py ``launch``'s: ``best_checkpoint`` (a model.pt) and ``best_metrics``
-(validate() on ``val``: acc@1/5/10, mrr@10, dist@10, gmv@10). A continuation keeps the starting model's
-tokenizer, so samples whose target POI it does not know are left out (new POIs wait for a full retrain).
+(validate() on ``data.val``: acc@1/5/10, mrr@10, dist@10, gmv@10). One cycle reads the tables once
+(``cycle_data``): its candidate trains on what is older than the validation window and is gated on that
+window, on which the serving model (trained in an earlier cycle, on older samples) is scored again, so
+neither model trained on the rows that decide. A continuation keeps the starting model's tokenizer, so
+samples whose target POI it does not know are left out (new POIs wait for a full retrain).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -22,13 +26,17 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 
-def validation_subset(cfg) -> pd.DataFrame:
-    """``loop.val_samples`` samples spread evenly over the bundled dataset's validation split (fixed)."""
+def cycle_data(cfg):
+    """The Delta samples and POI catalog of one cycle, read once (ray_jobs/data.py ``prepare``; its
+    validation window is the newest under ``shards.policy: rolling``), with ``val`` cut to
+    ``loop.val_samples`` samples spread evenly over the window."""
     from oneloc.ray_jobs.data import prepare
 
-    val = prepare(cfg, source="dataset").val
+    data = prepare(cfg, source="delta")
+    val = data.val
     n = min(cfg.loop.val_samples or len(val), len(val))
-    return val.iloc[np.linspace(0, len(val) - 1, n).astype(int)].reset_index(drop=True)
+    data.val = val.iloc[np.linspace(0, len(val) - 1, n).astype(int)].reset_index(drop=True)
+    return data
 
 
 def train_samples(cfg) -> int:
@@ -57,14 +65,11 @@ def cycle_config(cfg, steps: int, val_rows: int, lr: float | None = None):
                                   "rl": cfg.rl.model_copy(update=rl)})
 
 
-def first_model(cfg, val: pd.DataFrame) -> dict:
-    """Pre-train on the Delta samples (ray_jobs/train.py ``train``); the tokenizer is fitted on them."""
-    from oneloc.ray_jobs.data import prepare
+def first_model(cfg, data) -> dict:
+    """Pre-train on the cycle's samples (ray_jobs/train.py ``train``); the tokenizer is fitted on them."""
     from oneloc.ray_jobs.train import train
 
-    data = prepare(cfg, source="delta")
-    data.val = val
-    return train(cycle_config(cfg, cfg.loop.first_train_steps, len(val)), data=data)
+    return train(cycle_config(cfg, cfg.loop.first_train_steps, len(data.val)), data=dataclasses.replace(data))
 
 
 def known_targets(train: pd.DataFrame, tok) -> pd.DataFrame:
@@ -73,50 +78,47 @@ def known_targets(train: pd.DataFrame, tok) -> pd.DataFrame:
     return train[known].reset_index(drop=True)
 
 
-def continue_model(cfg, start: str, val: pd.DataFrame) -> dict:
+def continue_model(cfg, start: str, data) -> dict:
     """``loop.train_steps`` steps from the weights (and tokenizer) of ``start`` on the newest
-    ``loop.window`` training samples, on Ray Train."""
+    ``loop.window`` training samples of the cycle, on Ray Train."""
     from oneloc.model.checkpoint import load_checkpoint
-    from oneloc.ray_jobs.data import item_spend, latest, prepare
+    from oneloc.ray_jobs.data import latest
     from oneloc.ray_jobs.train import launch, train_dataset
     from oneloc.ray_jobs.train_loop import loop_config
-    from oneloc.streaming.dataset import load_pois
 
+    val = data.val
     c = cycle_config(cfg, cfg.loop.train_steps, len(val), cfg.loop.lr)   # fine-tuning: a lower peak LR
     model, tok, model_cfg, _ = load_checkpoint(start)
-    data = prepare(cfg, source="delta")
-    data.train = latest(known_targets(data.train, tok), cfg.loop.window)
-    data.delta_uri = ""                                  # Ray Data reads this window, not the whole table
+    # Ray Data reads this window of the driver's samples, not the whole table
+    data = dataclasses.replace(data, train=latest(known_targets(data.train, tok), cfg.loop.window), delta_uri="")
     log.info("continue from %s on %d samples (%s)", start, len(data.train), data.data_version)
     reports = cfg.storage.path(cfg.storage.reports)
-    loop_cfg = loop_config(c, tok, model_cfg, val, item_spend(tok, load_pois()), len(data.train), "train",
+    loop_cfg = loop_config(c, tok, model_cfg, val, data.item_spend(tok), len(data.train), "train",
                            data.data_version, model.state_dict(),
                            None if "://" in reports else f"{reports}/{c.train.run_name}")
     return launch(c, loop_cfg, train_dataset(c, data, c.train.seed), c.train.run_name, resume=False)
 
 
-def rl_model(cfg, start: str, val: pd.DataFrame) -> dict:
+def rl_model(cfg, start: str, data) -> dict:
     """``loop.rl_steps`` DPO steps from ``start`` (ray_jobs/rl.py ``post_train``) on the newest samples."""
     from oneloc.model.checkpoint import load_checkpoint
-    from oneloc.ray_jobs.data import prepare
     from oneloc.ray_jobs.rl import post_train
 
-    data = prepare(cfg, source="delta")
-    data.train, data.val = known_targets(data.train, load_checkpoint(start)[1]), val
-    return post_train(cycle_config(cfg, cfg.loop.train_steps, len(val)), checkpoint=start, data=data)
+    data = dataclasses.replace(data, train=known_targets(data.train, load_checkpoint(start)[1]))
+    return post_train(cycle_config(cfg, cfg.loop.train_steps, len(data.val)), checkpoint=start, data=data)
 
 
-def evaluate(cfg, path: str, val: pd.DataFrame) -> dict:
-    """validate() of the model at ``path`` on ``val`` in this process (a model the loop has no metrics of)."""
+def evaluate(cfg, path: str, data) -> dict:
+    """validate() of the model at ``path`` on ``data.val`` in this process (the serving model, scored
+    again on each cycle's window; a seed model)."""
     import torch
 
     from oneloc.model.checkpoint import load_checkpoint
-    from oneloc.ray_jobs.data import context_of, item_spend
+    from oneloc.ray_jobs.data import context_of
     from oneloc.ray_jobs.validate import validate
-    from oneloc.streaming.dataset import load_pois
 
     model, tok, _, extra = load_checkpoint(path)
     context = context_of(tok, extra.get("context", cfg.train.context), cfg)
     torch.set_num_threads(max(1, cfg.train.torch_threads))
-    return validate(model, val, tok, context, item_spend(tok, load_pois()), max_len=model.cfg.max_history,
+    return validate(model, data.val, tok, context, data.item_spend(tok), max_len=model.cfg.max_history,
                     beam=cfg.train.val_beam, device="cpu")

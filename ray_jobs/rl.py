@@ -46,10 +46,9 @@ def post_train(cfg, checkpoint: str | None = None, resume: bool = False, address
                data=None) -> dict:
     """DPO on Ray Train from ``checkpoint``; returns the run summary (ray_jobs/train.py ``launch``)."""
     from oneloc.model.checkpoint import load_checkpoint
-    from oneloc.ray_jobs.data import item_spend, latest, prepare
+    from oneloc.ray_jobs.data import latest, prepare
     from oneloc.ray_jobs.train import launch, train_dataset
     from oneloc.ray_jobs.train_loop import loop_config
-    from oneloc.streaming.dataset import load_pois
 
     checkpoint = checkpoint or default_checkpoint(cfg)
     model, tok, model_cfg, extra = load_checkpoint(checkpoint)
@@ -57,7 +56,7 @@ def post_train(cfg, checkpoint: str | None = None, resume: bool = False, address
     data = data if data is not None else prepare(cfg)
     data.train = latest(data.train, cfg.rl.samples)
     reports = cfg.storage.path(cfg.storage.reports)
-    loop_cfg = loop_config(cfg, tok, model_cfg, data.val, item_spend(tok, load_pois()), len(data.train), "rl",
+    loop_cfg = loop_config(cfg, tok, model_cfg, data.val, data.item_spend(tok), len(data.train), "rl",
                            data.data_version, model.state_dict(),
                            None if "://" in reports else f"{reports}/{cfg.rl.run_name}")
     if data.delta_uri:                                   # RL reads the chosen subset, not the whole table

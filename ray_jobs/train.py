@@ -2,8 +2,8 @@
 
     oneloc train [--address ADDR] [--workers N] [--gpu] [--epochs E] [--max-steps S] [--resume]
 
-The driver prepares the samples (Delta "samples" table or the bundled dataset, ray_jobs/data.py) and
-fits the tokenizer on the training POIs; Ray Data feeds each worker its split of the training samples;
+The driver prepares the samples and the POI catalog (the Delta "samples" and "pois" tables, or the offline
+dataset adapter, ray_jobs/data.py) and fits the tokenizer on the training POIs; Ray Data feeds each worker its split of the training samples;
 ``TorchTrainer`` runs ``train_loop_per_worker`` (ray_jobs/train_loop.py: DDP, gloo on CPU / NCCL on GPU,
 bf16 autocast on GPU, AdamW + warm-up/cosine, beam-search validation, early stopping). Every epoch's
 checkpoint (model + tokenizer + config + data version, and the optimizer state) goes to
@@ -23,6 +23,8 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from oneloc.streaming.config import NEVER_MS
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,9 @@ def init_ray(cfg, address: str | None = None) -> None:
 
 
 def train_dataset(cfg, data, seed: int):
-    """The training samples as a Ray Dataset: read from the Delta table (its pinned version), or the
-    driver's DataFrame shuffled once."""
+    """The training samples as a Ray Dataset: read from the Delta table (its pinned version; the
+    training split: targets before ``data.train_end_ms`` under the rolling policy), or the driver's
+    DataFrame shuffled once."""
     import ray
 
     if data.delta_uri:
@@ -94,10 +97,14 @@ def train_dataset(cfg, data, seed: int):
                                  storage_options=cfg.storage.storage_options or None)
         if "split" in ds.schema().names:
             ds = ds.filter(expr="split == 'train'")
+        if data.train_end_ms < NEVER_MS:
+            ds = ds.filter(expr=f"target_ts < {int(data.train_end_ms)}")
         return ds.randomize_block_order(seed=seed)
     cols = ["target_poi", "target_ts", "last_lat", "last_lng", "hist_poi", "hist_ts"]
     df = data.train[cols].sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    table = pa.table({c: pa.array([np.asarray(x).tolist() for x in df[c]], pa.list_(pa.int64()))
+    ids = pa.string() if df["target_poi"].dtype == object else pa.int64()   # the stream's ids, or the dataset's
+    table = pa.table({c: pa.array([np.asarray(x).tolist() for x in df[c]], pa.list_(ids if c == "hist_poi" else
+                                                                                     pa.int64()))
                       if c.startswith("hist_") else pa.array(df[c].to_numpy()) for c in cols})
     n = max(4, 2 * cfg.train.workers)
     step = -(-len(df) // n)
@@ -150,18 +157,16 @@ def train(cfg, resume: bool = False, address: str | None = None, data=None) -> d
     """Prepare the data (unless given: a ray_jobs.data.TrainData) and the tokenizer, then pre-train on Ray
     Train; returns the run summary."""
     from oneloc.model.oneloc import build_model
-    from oneloc.ray_jobs.data import fit_train_tokenizer, item_spend, prepare
+    from oneloc.ray_jobs.data import fit_train_tokenizer, prepare
     from oneloc.ray_jobs.train_loop import loop_config
-    from oneloc.streaming.dataset import load_pois
 
     data = data if data is not None else prepare(cfg)
-    pois = load_pois()
     t0 = time.perf_counter()
-    tok = fit_train_tokenizer(data.train, pois, cfg.model)
+    tok = fit_train_tokenizer(data.train, data.catalog, cfg.model, cfg.index.h3_resolution)
     log.info("tokenizer: %d POIs in %.1fs, %s", tok.num_items, time.perf_counter() - t0, tok.report)
     model_cfg = build_model(cfg.model, tok).cfg
     reports = cfg.storage.path(cfg.storage.reports)
-    loop_cfg = loop_config(cfg, tok, model_cfg, data.val, item_spend(tok, pois), len(data.train), "train",
+    loop_cfg = loop_config(cfg, tok, model_cfg, data.val, data.item_spend(tok), len(data.train), "train",
                            data.data_version, None, None if "://" in reports else f"{reports}/{cfg.train.run_name}")
     return launch(cfg, loop_cfg, train_dataset(cfg, data, cfg.train.seed), cfg.train.run_name, resume, address)
 

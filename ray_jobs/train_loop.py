@@ -221,24 +221,26 @@ def _checkpoint_and_report(session, model, tok, opt, sched, state, row, config, 
         session.report(metrics, ckpt)
 
 
-def fit(cfg, train, val, *, tok=None, item_spend=None, device: str = "cpu", out_dir: str | None = None,
+def fit(cfg, train, val, *, tok=None, item_spend=None, catalog=None, device: str = "cpu", out_dir: str | None = None,
         resume_from: str | None = None, mode: str = "train", init_checkpoint: str | None = None,
         data_version: str = "", log_dir: str | None = None) -> list[dict]:
     """Train without Ray (one process, or torchrun): DataFrames of samples in, per-epoch history out;
-    checkpoints under ``out_dir``. The tokenizer is fitted on ``train`` when not given."""
+    checkpoints under ``out_dir``. The tokenizer is fitted on ``train`` when not given, with the POIs of
+    ``catalog`` (streaming/catalog.py; default: that of ``train.source``)."""
     from oneloc.ray_jobs.data import fit_train_tokenizer
     from oneloc.ray_jobs.data import item_spend as spend_of
-    from oneloc.streaming.dataset import load_pois
+    from oneloc.streaming.catalog import catalog_for
 
-    pois = load_pois()
+    if catalog is None and (item_spend is None or (tok is None and not init_checkpoint)):
+        catalog = catalog_for(cfg, cfg.train.source)   # the samples' POIs: the Delta table or the dataset's
     init_state = None
     if init_checkpoint:
         model, tok, model_cfg, _ = load_checkpoint(init_checkpoint)
         init_state = model.state_dict()
     else:
-        tok = tok if tok is not None else fit_train_tokenizer(train, pois, cfg.model)
+        tok = tok if tok is not None else fit_train_tokenizer(train, catalog, cfg.model, cfg.index.h3_resolution)
         model_cfg = build_model(cfg.model, tok).cfg
-    config = loop_config(cfg, tok, model_cfg, val, spend_of(tok, pois) if item_spend is None else item_spend,
+    config = loop_config(cfg, tok, model_cfg, val, spend_of(tok, catalog) if item_spend is None else item_spend,
                          len(train), mode, data_version, init_state, log_dir)
     session = LocalSession(train, device, out_dir, resume_from)
     return run_loop(config, session)
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(overrides=over + ["train.source=dataset"])
     data = prepare(cfg)
     train = latest(data.train, cfg.rl.samples) if a.mode == "rl" else data.train
-    hist = fit(cfg, train, data.val, device=a.device, out_dir=a.out, resume_from=a.resume, mode=a.mode,
+    hist = fit(cfg, train, data.val, catalog=data.catalog, device=a.device, out_dir=a.out, resume_from=a.resume, mode=a.mode,
                init_checkpoint=a.init_checkpoint, data_version=data.data_version, log_dir=a.out)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(hist[-1] if hist else {}, indent=1))

@@ -1,6 +1,8 @@
 """Validation rules of the event records. Each failure raises ValidationError naming the field.
 
-Rules: required ids are non-empty strings; lat in [-90, 90]; lng in [-180, 180]; timestamps
+Rules: required ids are strings of 1 to 128 characters, not blank, without control characters
+(U+0000-U+001F, U+007F-U+009F), any other Unicode allowed (ids are opaque: "123", "lx-000",
+"poi:abc/7" are all fine); lat in [-90, 90]; lng in [-180, 180]; timestamps
 (epoch ms, UTC) between 2000-01-01 and one day after now; amounts and spends non-negative
 and finite; currency is three upper-case letters; enumerated strings take known values.
 """
@@ -8,6 +10,7 @@ and finite; currency is three upper-case letters; enumerated strings take known 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +35,18 @@ def _need(record: dict[str, Any], name: str, key: str) -> Any:
     return record[key]
 
 
-def _id(record: dict[str, Any], name: str, key: str) -> None:
+MAX_ID_LEN = 128
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _id(record: dict[str, Any], name: str, key: str, max_len: int | None = MAX_ID_LEN) -> None:
     v = _need(record, name, key)
     if not isinstance(v, str) or not v.strip():
         raise ValidationError(key, "must be a non-empty string", name)
+    if max_len is not None and len(v) > max_len:
+        raise ValidationError(key, f"must be at most {max_len} characters, got {len(v)}", name)
+    if m := _CONTROL.search(v):
+        raise ValidationError(key, f"must not contain control characters, got {m.group()!r} in {v!r}", name)
 
 
 def _number(record: dict[str, Any], name: str, key: str, lo: float | None, hi: float | None) -> None:
@@ -92,13 +103,19 @@ def _mask(a) -> pa.Array:
 @dataclass(frozen=True)
 class Id:
     key: str
+    max_len: int | None = MAX_ID_LEN
 
     def check(self, r: dict[str, Any], n: str) -> None:
-        _id(r, n, self.key)
+        _id(r, n, self.key, self.max_len)
 
     def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
         # a printable non-space ASCII character is never stripped: the string is not blank
-        return _mask(pc.match_substring_regex(cols[self.key], "[!-~]"))
+        v = cols[self.key]
+        ok = pc.and_(pc.match_substring_regex(v, "[!-~]"),
+                     pc.invert(pc.match_substring_regex(v, "[\\x00-\\x1f\\x7f-\\x9f]")))
+        if self.max_len is not None:
+            ok = pc.and_(ok, pc.less_equal(pc.utf8_length(v), self.max_len))
+        return _mask(ok)
 
 
 @dataclass(frozen=True)
@@ -224,7 +241,7 @@ RULE_SETS: dict[str, tuple] = {
               Currency(), Choice("status", ORDER_STATUSES), OptionalGeo("user_location")),
     "Poi": (Id("poi_id"), Text("category"), *GEO, Level("price_level", 0, 4), Number("avg_spend", 0.0, None),
             Currency(), Time("updated_at")),
-    "DeadLetter": (Id("topic"), Id("reason"), Time("failed_at")),
+    "DeadLetter": (Id("topic"), Id("reason", max_len=None), Time("failed_at")),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from oneloc._section import Section
@@ -50,17 +52,48 @@ class IndexConfig(Section):
     ctx_categories: int = Field(default=30, description="categories in the context vector's mixes")
 
 
-class ShardsConfig(Section):
-    """Training shards and the one global chronological split (see streaming/samples.py).
+NEVER_MS = 2**63 - 1  # a cutoff no event time reaches
 
+
+class ShardsConfig(Section):
+    """Training shards and the time policy that splits them (see streaming/samples.py).
+
+    ``policy: rolling`` (the default, for live streams): the ingest job turns every check-in into a
+    next-step training sample, and training splits the samples table by target time relative to its
+    watermark W (the newest sample's target time): test = the newest ``test_window_hours``, validation
+    the ``val_window_hours`` before it, training everything older. The windows move with the stream,
+    so a live stream never stops producing training samples, whatever its dates; each loop cycle gates
+    its candidate on the newest window, which neither it nor the serving model (trained at an earlier,
+    lower watermark) trained on.
+
+    ``policy: cutoffs``: the NYC benchmark preset (GETNext's split; ``--set shards.policy=cutoffs``; the
+    offline dataset adapter always splits by the cutoffs):
     ``train_end_ms`` / ``val_end_ms`` are the split as two timestamp cutoffs, so that ingestion can
     apply it event by event: ts < train_end_ms -> train, ts < val_end_ms -> val, else test. The
-    defaults were computed from the bundled NYC check-ins by ``samples.split_cutoffs(load_checkins(),
-    split)``: the timestamps at positions int(0.8 * N) and int(0.9 * N) of all N sorted check-in times
-    (2012-11-23 09:42 UTC and 2013-01-01 11:26 UTC); a unit test checks they still match."""
+    defaults were computed from the bundled NYC check-ins by ``samples.split_cutoffs`` (with ``split``):
+    the timestamps at positions int(0.8 * N) and int(0.9 * N) of all N sorted check-in times (2012-11-23 09:42 UTC and 2013-01-01 11:26 UTC); a unit test checks they still match."""
 
     history_len: int = 50
     trajectory_gap_hours: float = 24.0
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     train_end_ms: int = Field(default=1_353_663_720_000, description="first ms of validation")
     val_end_ms: int = Field(default=1_357_039_560_000, description="first ms of test")
+    policy: Literal["rolling", "cutoffs"] = Field(
+        default="rolling", description="rolling windows over the stream, or the fixed cutoffs (NYC benchmark)")
+    val_window_hours: float = Field(default=24.0 * 7, gt=0, description="rolling: validation window")
+    test_window_hours: float = Field(default=0.0, ge=0, description="rolling: newest window held out of both")
+
+    def ingest_split(self) -> ShardsConfig:
+        """The split the ingest job's SampleBuilder applies: the cutoffs, or (rolling) none (every event
+        is a training event; training applies the windows when it reads the table)."""
+        if self.policy == "cutoffs":
+            return self
+        return self.model_copy(update={"train_end_ms": NEVER_MS, "val_end_ms": NEVER_MS})
+
+    def window_cutoffs(self, watermark_ms: int) -> tuple[int, int]:
+        """(train_end_ms, val_end_ms) of the rolling policy at the table's watermark (its newest target
+        time): validation [W - test - val, W - test), test [W - test, W]; the cutoffs for ``cutoffs``."""
+        if self.policy == "cutoffs":
+            return self.train_end_ms, self.val_end_ms
+        val_end = watermark_ms + 1 - int(self.test_window_hours * 3_600_000)
+        return val_end - int(self.val_window_hours * 3_600_000), val_end

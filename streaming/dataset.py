@@ -59,3 +59,13 @@ def dataset_catalog(name: str = "foursquare-nyc"):
     p = load_pois(name)
     df = p.assign(avg_spend=[category_spend(c) for c in p["category"]], currency=CURRENCY, active=True)
     return from_frame(df, f"dataset:{name}", -1)
+
+
+def dataset_samples(name: str, shards):
+    """The dataset's samples (streaming/samples.py ``build_samples``: the GETNext cutoffs of ``shards``,
+    whatever its policy: the dataset is the benchmark), leak-checked."""
+    from oneloc.streaming.samples import assert_no_leak, build_samples
+
+    s = build_samples(load_checkins(name), shards)
+    assert_no_leak(s, shards)
+    return s

@@ -1,8 +1,14 @@
 """Training shards built inside the ingest micro-batch: the check-ins (orders) of each batch go,
 in time order, through the protocol's ``SampleBuilder`` (streaming/samples.py); the samples it
 emits are appended to the Delta table "samples" (partitioned by split), and the builder's state
-is persisted in the Delta table "sample_state" (one row: the pickled builder), so a restart
-continues where the last batch ended.
+is persisted in the Delta table "sample_state" (one row: the pickled builder and its id codes), so
+a restart continues where the last batch ended.
+
+Ids are the stream's strings end to end: the builder works on dense int64 codes of them
+(``IdCodes``, persisted with its state) and the samples table holds the strings (``TABLE_TYPES``).
+An id the schema rules reject (schemas/validation.py) never gets here: it is a dead letter. Under
+``shards.policy: rolling`` every event is a training event for the builder (next-step samples at
+every check-in); the split is applied when training reads the table (ray_jobs/data.py).
 
 A check-in's location is its POI's (the catalog's coordinates; in the NYC data they equal the
 check-in's). Before each event the builder's event-time watermark moves to that event's time, so
@@ -29,10 +35,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import write_deltalake
 
+from oneloc.errors import ConfigError
 from oneloc.streaming.delta_sink import DeltaSink, app_id, commit_properties, keep_new
 from oneloc.streaming.samples import COLUMNS, SAMPLE_TYPES, SampleBuilder
 
 SAMPLES, STATE = "samples", "sample_state"
+# the samples table: the builder's columns with the stream's string ids, then the emitting event
+TABLE_TYPES = SAMPLE_TYPES | {"user_id": pa.string(), "target_poi": pa.string(), "hist_poi": pa.list_(pa.string())}
+LINEAGE_TYPES = {"topic": pa.string(), "partition": pa.int32(), "offset": pa.int64()}
 FLUSH = ("flush", 0)  # the pseudo partition whose txn version counts flushes
 
 
@@ -41,11 +51,12 @@ class ShardWriter:
         so, self.group = cfg.storage.storage_options, cfg.ingest.consumer_group
         self.samples = DeltaSink(cfg.storage.table(SAMPLES), self.group, parts, so)
         self.state = DeltaSink(cfg.storage.table(STATE), self.group, parts, so)
+        split = cfg.shards.ingest_split()
         dt = self.state.table()
         if dt is not None and dt.version() >= 0 and (t := dt.to_pyarrow_table()).num_rows:
-            self.builder: SampleBuilder = pickle.loads(t["state"][0].as_py())
+            self.builder, self.ids = _restore(t["state"][0].as_py(), split, self.state.uri)
         else:
-            self.builder = SampleBuilder(cfg.shards)
+            self.builder, self.ids = SampleBuilder(split), IdCodes()
         self.late = 0
 
     def starts(self) -> dict:
@@ -64,14 +75,13 @@ class ShardWriter:
         ts = fresh["event_time"].to_numpy()
         keep = ts >= self.builder._now     # older than the builder's clock: late, skipped (time order)
         self.late += int((~keep).sum())
-        ids = [_int_ids(fresh[c]) for c in ("user_id", "poi_id")]
-        keep &= ids[0][1] & ids[1][1]      # ids that are not integers: not check-ins of the protocol
         rows = np.flatnonzero(keep)
-        made, events = self.builder.extend(ids[0][0][rows], ids[1][0][rows], ts[rows],
-                                           *(fresh[c].to_numpy()[rows] for c in ("lat", "lng")))
+        kept = fresh.take(pa.array(rows, pa.int64()))
+        user, poi = (self.ids.encode(kept[c]) for c in ("user_id", "poi_id"))
+        made, events = self.builder.extend(user, poi, ts[rows], *(kept[c].to_numpy() for c in ("lat", "lng")))
         events = rows[events]
         lineage = fresh.select(["topic", "partition", "offset"]).take(pa.array(events, pa.int64()))
-        return pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema())
+        return pa.Table.from_arrays(self.ids.decode(made).columns + lineage.columns, schema=_schema())
 
     def commit(self, made: pa.Table, offsets: dict) -> int:
         """Commit the samples of ``prepare``, then the builder's state; returns samples written."""
@@ -86,7 +96,7 @@ class ShardWriter:
         out = self.builder.flush()
         for i, s in enumerate(out):  # lineage of a flushed sample: ("flush", flush number, i)
             s["topic"], s["partition"], s["offset"] = FLUSH[0], n, i
-        table = samples_table(out)
+        table = samples_table(out, self.ids)
         if self._flushes(self.samples) < n:
             self._commit(self.samples, table, n, "append", ["split"])
         self._commit(self.state, self._blob(), n, "overwrite", None)
@@ -103,44 +113,76 @@ class ShardWriter:
                         commit_properties=commit_properties(self.group, {FLUSH: n}))
 
     def _blob(self) -> pa.Table:
-        return pa.table({"state": pa.array([pickle.dumps(self.builder)], pa.large_binary())})
+        state = {"builder": self.builder, "ids": self.ids.ids}
+        return pa.table({"state": pa.array([pickle.dumps(state)], pa.large_binary())})
 
 
-def _int_ids(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 values, ok mask) of a string id column: ``int(id)``, ok where that succeeds. Plain
-    digit strings are converted in bulk, anything else by Python's ``int`` (the protocol's rule)."""
-    plain = pc.fill_null(pc.match_substring_regex(col, r"^-?[0-9]{1,18}$"), False).to_numpy(zero_copy_only=False)
-    out = np.zeros(len(col), dtype=np.int64)
-    ok = plain.copy()
-    if plain.any():
-        out[plain] = pc.cast(col.filter(pa.array(plain)), pa.int64()).to_numpy()
-    for i in np.flatnonzero(~plain):
-        try:
-            out[i] = int(col[int(i)].as_py())
-            ok[i] = True
-        except (TypeError, ValueError, OverflowError):
-            pass
-    return out, ok
+def _restore(blob: bytes, split, uri: str) -> tuple[SampleBuilder, IdCodes]:
+    """The builder and id codes of a ``sample_state`` row; a clear error for a state this version
+    cannot continue (written before ids were strings, or under another split policy)."""
+    state = pickle.loads(blob)
+    if not isinstance(state, dict):
+        raise ConfigError(f"{uri} holds a sample state from before string ids: delete the samples and "
+                          "sample_state tables and run `oneloc ingest` again to rebuild them")
+    b = state["builder"]
+    if (b.cfg.train_end_ms, b.cfg.val_end_ms) != (split.train_end_ms, split.val_end_ms):
+        raise ConfigError(f"{uri} was built with another split (shards.policy / cutoffs) than the configured "
+                          "one: delete the samples and sample_state tables to rebuild them under it")
+    return b, IdCodes(state["ids"])
 
 
-def samples_table(rows: list[dict]) -> pa.Table:
+class IdCodes:
+    """Dense int64 codes of the stream's string ids (user and POI alike): the ``SampleBuilder`` works on
+    int64 ids; the samples table holds the strings. Persisted with the builder's state."""
+
+    def __init__(self, ids: list[str] | None = None):
+        self.ids: list[str] = list(ids or [])
+        self.code = {x: i for i, x in enumerate(self.ids)}
+        self._known: pa.Array | None = None
+
+    def encode(self, col) -> np.ndarray:
+        """The codes of a string column (new ids get the next codes, in order of first appearance)."""
+        new = [x for x in pc.unique(col).to_pylist() if x not in self.code]
+        if new:
+            self.code.update((x, len(self.ids) + i) for i, x in enumerate(new))
+            self.ids.extend(new)
+            self._known = None
+        if self._known is None:
+            self._known = pa.array(self.ids, pa.string())
+        return pc.index_in(col, value_set=self._known).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def decode(self, made: pa.Table) -> pa.Table:
+        """A builder table (``SAMPLE_TYPES``: int64 codes) with the ids as strings (``TABLE_TYPES``)."""
+        known = pa.array(self.ids, pa.string())
+        out = {}
+        for c in COLUMNS:
+            col = made[c].combine_chunks() if isinstance(made[c], pa.ChunkedArray) else made[c]
+            if c in ("user_id", "target_poi"):
+                col = known.take(col)
+            elif c == "hist_poi":
+                col = pa.ListArray.from_arrays(col.offsets, known.take(col.flatten()))
+            out[c] = col
+        return pa.table(out, schema=pa.schema(list(TABLE_TYPES.items())))
+
+
+def samples_table(rows: list[dict], ids: IdCodes) -> pa.Table:
     """Rows of ``SampleBuilder`` samples plus their (topic, partition, offset) -> the samples table."""
-    schema = _schema()
-    return pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in schema}, schema=schema)
+    made = ids.decode(pa.table({c: pa.array([r[c] for r in rows], SAMPLE_TYPES[c]) for c in COLUMNS}))
+    lineage = pa.table({c: pa.array([r[c] for r in rows], t) for c, t in LINEAGE_TYPES.items()})
+    return pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema())
 
 
 def _schema() -> pa.Schema:
-    assert list(SAMPLE_TYPES) == COLUMNS
-    return pa.schema([*SAMPLE_TYPES.items(), ("topic", pa.string()), ("partition", pa.int32()),
-                      ("offset", pa.int64())])
+    return pa.schema([*TABLE_TYPES.items(), *LINEAGE_TYPES.items()])
 
 
 def read_samples(cfg, split: str | None = None):
-    """The samples table as pandas (one split, or all), hist columns as int64 arrays."""
+    """The samples table as pandas (one split, or all): ids as strings, hist_poi as object arrays and
+    hist_ts as int64 arrays."""
     from deltalake import DeltaTable
 
     dt = DeltaTable(cfg.storage.table(SAMPLES), storage_options=cfg.storage.storage_options or None)
     df = dt.to_pandas(filters=[("split", "=", split)] if split else None)
-    for c in ("hist_poi", "hist_ts"):
-        df[c] = [np.asarray(h, dtype=np.int64) for h in df[c]]
+    df["hist_poi"] = [np.asarray(h, dtype=object) for h in df["hist_poi"]]
+    df["hist_ts"] = [np.asarray(h, dtype=np.int64) for h in df["hist_ts"]]
     return df

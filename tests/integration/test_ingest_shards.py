@@ -23,13 +23,17 @@ def test_flushed_shards_hold_the_getnext_val_test_sets(fresh_topics_cfg, ray_ses
     cfg.storage.root = str(tmp_path / "state")
     cfg.ingest.dead_letter_topic = False
     checkins = load_checkins().iloc[:n]
+    cfg.shards.policy = "cutoffs"                                             # the NYC benchmark's split
     cfg.shards.train_end_ms, cfg.shards.val_end_ms = split_cutoffs(checkins)  # a split inside the slice
     replay(cfg, limit=n, speed=0, progress=False)
 
     totals = ingest(cfg, quiet=True, flush_shards=True)
     assert totals["flushed_samples"] > 0
     want = build_samples(checkins, cfg.shards)
-    got = _order(read_samples(cfg).drop(columns=["topic", "partition", "offset"]))
+    got = read_samples(cfg).drop(columns=["topic", "partition", "offset"])
+    assert isinstance(got["target_poi"][0], str) and isinstance(got["hist_poi"][0][0], str)  # the stream's ids
+    got = _order(got.assign(user_id=got["user_id"].astype("int64"), target_poi=got["target_poi"].astype("int64"),
+                            hist_poi=[h.astype(np.int64) for h in got["hist_poi"]]))
     assert_no_leak(got, cfg.shards)
     for split in ("val", "test"):
         w = want[want["split"] == split].reset_index(drop=True)

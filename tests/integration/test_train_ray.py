@@ -8,7 +8,7 @@ import pytest
 from oneloc.config import load_config
 from oneloc.model.checkpoint import load_checkpoint
 from oneloc.ray_jobs.data import TrainData
-from oneloc.streaming.dataset import load_checkins
+from oneloc.streaming.dataset import dataset_catalog, load_checkins
 from oneloc.streaming.samples import build_samples
 
 pytestmark = pytest.mark.timeout(280)
@@ -21,7 +21,7 @@ def tiny_data():
     s = build_samples(c[c["user_id"].isin(sorted(c["user_id"].unique())[:40])], cfg.shards)
     train = s[s["split"] == "train"].iloc[:256].reset_index(drop=True)
     val = s[s["split"] == "val"].reset_index(drop=True)
-    return TrainData(train, val, "dataset:test")
+    return TrainData(train, val, "dataset:test", dataset_catalog())
 
 
 def _cfg(root, *more):
@@ -32,7 +32,7 @@ def _cfg(root, *more):
 
 
 def _copy(d: TrainData) -> TrainData:
-    return TrainData(d.train.copy(), d.val.copy(), d.data_version)
+    return TrainData(d.train.copy(), d.val.copy(), d.data_version, d.catalog)
 
 
 def test_train_checkpoint_resume_rl(ray_session, tiny_data, tmp_path):
@@ -62,32 +62,50 @@ def test_train_checkpoint_resume_rl(ray_session, tiny_data, tmp_path):
 
 
 def test_delta_samples_source(ray_session, tiny_data, tmp_path):
-    """With a Delta "samples" table (partitioned by split, as ingestion writes it), training reads it:
-    the driver's train / val splits and the Ray Dataset of training rows, pinned to the table version."""
+    """With Delta "samples" (partitioned by split, as ingestion writes it under shards.policy=cutoffs)
+    and "pois" tables (string ids, as the stream has them), training reads them: the driver's train / val
+    splits, the catalog and the Ray Dataset of training rows, pinned to the table versions."""
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from oneloc.ray_jobs.data import prepare, to_batch
+    from oneloc.ray_jobs.data import CatalogContext, fit_train_tokenizer, prepare, to_batch
     from oneloc.ray_jobs.train import train_dataset
     from oneloc.streaming.shards import _schema
 
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, "shards.policy=cutoffs")
     rows = []
     for split, df in (("train", tiny_data.train), ("val", tiny_data.val)):
         for r in df.assign(split=split).to_dict("records"):
-            rows.append({**r, "hist_poi": list(r["hist_poi"]), "hist_ts": list(r["hist_ts"]), "topic": "t",
+            rows.append({**r, "user_id": str(r["user_id"]), "target_poi": str(r["target_poi"]),
+                         "hist_poi": [str(p) for p in r["hist_poi"]], "hist_ts": list(r["hist_ts"]), "topic": "t",
                          "partition": 0, "offset": len(rows)})
     write_deltalake(cfg.storage.table("samples"), pa.Table.from_pylist(rows, schema=_schema()),
                     partition_by=["split"])
+    write_deltalake(cfg.storage.table("pois"), pa.Table.from_pandas(
+        dataset_catalog().frame().assign(poi_id=lambda d: d["poi_id"].astype(str)), preserve_index=False))
     data = prepare(cfg)
-    assert data.data_version.endswith("@0") and len(data.train) == len(tiny_data.train)
-    assert len(data.val) == len(tiny_data.val)
+    assert data.data_version.endswith("@0;pois@0") and len(data.train) == len(tiny_data.train)
+    assert len(data.val) == len(tiny_data.val) and len(data.catalog) == len(dataset_catalog())
     ds = train_dataset(cfg, data, seed=0)
     assert ds.count() == len(tiny_data.train)
     batch = next(iter(ds.iter_batches(batch_size=8, batch_format="pandas")))
-    assert set(batch["target_poi"]) <= set(tiny_data.train["target_poi"])
-    from oneloc.ray_jobs.data import CatalogContext, fit_train_tokenizer
-    from oneloc.streaming.dataset import load_pois
-
-    tok = fit_train_tokenizer(data.train, load_pois(), cfg.model)
+    assert set(batch["target_poi"]) <= set(data.train["target_poi"])
+    tok = fit_train_tokenizer(data.train, data.catalog, cfg.model, cfg.index.h3_resolution)
+    ref = fit_train_tokenizer(tiny_data.train, dataset_catalog(), cfg.model)
+    assert (tok.codes == ref.codes).all()        # string ids: the same semantic IDs as the integer ids
+    assert tok.poi_ids.tolist() == [str(p) for p in ref.poi_ids.tolist()]
     assert to_batch(batch, tok, CatalogContext.of(tok), max_len=50)["hist_items"].shape == (8, 50)
+
+    # the rolling policy: validation = the newest window of the table, training = what is older
+    cfg = _cfg(tmp_path, "shards.policy=rolling", "shards.val_window_hours=48")
+    data = prepare(cfg)
+    newest = max(tiny_data.train["target_ts"].max(), tiny_data.val["target_ts"].max())
+    assert data.train["target_ts"].max() < data.train_end_ms <= data.val["target_ts"].min()
+    assert data.train_end_ms == newest + 1 - 48 * 3_600_000 and len(data.val) > 0
+    assert train_dataset(cfg, data, seed=0).count() == len(data.train)
+
+    # no samples table: auto does not fall back to the bundled dataset
+    from oneloc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no samples table"):
+        prepare(_cfg(tmp_path / "empty"))

@@ -58,3 +58,15 @@ def test_dataset_adapter_catalog_is_the_bundled_file_with_the_replay_spend():
     assert len(cat) == len(pois) and np.array_equal(cat.poi_id, pois["poi_id"].to_numpy())
     assert cat.active.all() and cat.source == "dataset:foursquare-nyc"
     assert cat.category_key.tolist() == pois["category_id"].tolist()
+
+
+def test_evaluation_catalog_spend_from_the_places_equals_the_nyc_proxy():
+    """The evaluation catalog's spend from the adapter's PoiCatalog is the category proxy it had."""
+    from oneloc.evaluation.catalog import build_catalog
+    from oneloc.streaming.config import ShardsConfig
+    from oneloc.streaming.dataset import load_checkins
+
+    c = load_checkins().iloc[:5000]
+    cfg = ShardsConfig(train_end_ms=int(c["ts_ms"].iloc[4000]))
+    a, b = build_catalog(c, cfg), build_catalog(c, cfg, dataset_catalog())
+    assert np.array_equal(a.poi_id, b.poi_id) and np.array_equal(a.spend, b.spend) and a.spend.max() > 0

@@ -33,7 +33,8 @@ def _str(rng: random.Random) -> str:
     if kind < 0.7:
         return "".join(rng.choice(WS) for _ in range(rng.randrange(1, 4)))
     if kind < 0.8:
-        return rng.choice(["Café", "Bar ", " x", "日本", "naïve\u2003", "a" * 70, "\x00"])
+        return rng.choice(["Café", "Bar ", " x", "日本", "naïve\u2003", "a" * 70, "\x00", "lx-\x01-7", "é" * 129,
+                           "b" * 128, "p\x9f"])
     return "".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(1, 12)))
 
 

@@ -11,7 +11,7 @@ from oneloc.evaluation.protocol import prepare
 from oneloc.model.config import ModelConfig
 from oneloc.model.oneloc import build_model
 from oneloc.ray_jobs.data import fit_train_tokenizer
-from oneloc.streaming.dataset import load_checkins, load_pois
+from oneloc.streaming.dataset import dataset_catalog, load_checkins
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,7 +23,7 @@ def test_ranker_returns_valid_distinct_pois_and_all_metrics():
     data = prepare(checkins[checkins["user_id"].isin(users)], cfg.shards)
     train, test = data.train, data.train.iloc[:40]
     mcfg = ModelConfig(size="tiny", tokenizer={"levels": 2, "codebook_size": 8})
-    tok = fit_train_tokenizer(train, load_pois(), mcfg)
+    tok = fit_train_tokenizer(train, dataset_catalog(), mcfg)
     torch.manual_seed(0)
     ranker = OneLocRanker(build_model(mcfg, tok), tok, mcfg, max_k=10, batch_size=16)
     catalog = data.catalog

@@ -61,8 +61,12 @@ def test_round_trip(name, record):
     ("Poi", poi(price_level=7), "price_level"),
     ("Poi", poi(avg_spend=-3.0), "avg_spend"),
     ("Poi", poi(lng=200.0), "lng"),
+    ("Poi", poi(poi_id="x" * 129), "poi_id"),           # ids: at most 128 characters
+    ("Order", order(poi_id="lx-\x00"), "poi_id"),       # no control characters
+    ("Order", order(user_id="lx\nuser"), "user_id"),
 ])
 def test_validation_names_the_field(name, record, field):
+    """Every broken rule names its field; ids break theirs as the module's docstring says."""
     with pytest.raises(ValidationError) as e:
         encode(name, record)
     assert e.value.field == field
@@ -127,3 +131,9 @@ def test_newer_reader_reads_older_data(tmp_path):
     # and the newer writer's data carries a different fingerprint the old reader does not know
     with pytest.raises(DecodeError, match="fingerprint"):
         old_registry.decode(newer.encode("Poi", dict(poi(), brand="Acme")))
+
+
+def test_any_opaque_string_id_is_valid():
+    for pid in ("123", "lx-000", "poi:abc/7", "Café Ñ 日本", "x" * 128):
+        encode("Order", order(poi_id=pid))
+        encode("Poi", poi(poi_id=pid))

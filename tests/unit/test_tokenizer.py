@@ -130,3 +130,24 @@ def test_fit_from_catalog_maps_labels_and_builds_context():
                            [rng.integers(0, n, 8).tolist() for _ in range(10)],
                            ModelConfig(tokenizer={"levels": 2, "codebook_size": 4}))
     assert tok.ctx_dim == 4 and tok.report["unique_ids"] and np.allclose(tok.ctx.sum(1), 1)
+
+
+def test_string_ids_and_h3_resolution_travel_in_the_state(tmp_path):
+    """The stream's string ids and the context's H3 resolution survive state() and save()/load()."""
+    from oneloc.config import load_config
+    from oneloc.model.semantic_ids import SemanticIdTokenizer, fit_from_catalog
+    from oneloc.ray_jobs.data import CatalogContext
+
+    rng = np.random.default_rng(0)
+    n = 60
+    ids = [f"lx-{i:03d}" for i in range(n)]
+    cfg = load_config(overrides=["model.tokenizer.codebook_size=4", "model.tokenizer.kmeans_iters=2"]).model
+    tok = fit_from_catalog(ids, [f"Tasca {i % 5}" for i in range(n)], 38.7 + rng.random(n) / 20,
+                           -9.15 + rng.random(n) / 20, [ids[:10], ids[5:30]], cfg, resolution=7)
+    assert tok.h3_resolution == 7 and tok.index_of("lx-007") == 8 and tok.poi_of_id(tok.id_of("lx-007")) == "lx-007"
+    back = SemanticIdTokenizer.from_state(tok.state())
+    tok.save(tmp_path)
+    loaded = SemanticIdTokenizer.load(tmp_path)
+    for t in (back, loaded):
+        assert t.poi_ids.tolist() == ids and t.h3_resolution == 7 and (t.codes == tok.codes).all()
+    assert CatalogContext.of(loaded).resolution == 7

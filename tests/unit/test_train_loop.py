@@ -10,7 +10,7 @@ from oneloc.config import load_config
 from oneloc.model.checkpoint import load_checkpoint
 from oneloc.ray_jobs.data import CatalogContext, fit_train_tokenizer, to_batch
 from oneloc.ray_jobs.train_loop import fit, lr_factor
-from oneloc.streaming.dataset import load_checkins, load_pois
+from oneloc.streaming.dataset import dataset_catalog, load_checkins
 from oneloc.streaming.samples import build_samples
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 def _cfg(*more):
     return load_config(overrides=["model.size=tiny", "model.tokenizer.codebook_size=8", "train.batch_size=32",
                                   "train.val_samples=24", "train.log_every=0", "train.warmup_steps=2",
-                                  "train.torch_threads=1", *more])
+                                  "train.torch_threads=1", "train.source=dataset", *more])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_lr_schedule_warmup_then_cosine():
 
 def test_to_batch_uses_last_location_and_target(small):
     train, _ = small
-    tok = fit_train_tokenizer(train, load_pois(), _cfg().model)
+    tok = fit_train_tokenizer(train, dataset_catalog(), _cfg().model)
     rows = train.iloc[:5]
     b = to_batch(rows, tok, CatalogContext.of(tok), max_len=50)
     assert b["hist_items"].shape == (5, 50) and b["nbr_ctx"].shape[:2] == (5, 7)

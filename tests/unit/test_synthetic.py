@@ -1,0 +1,40 @@
+"""The seeded synthetic city (streaming/synthetic.py): deterministic, valid records, string ids, dates
+ending now, the city's own categories and currency, revisits and first visits, closed places."""
+
+import time
+from collections import Counter
+
+from oneloc.schemas import registry
+from oneloc.streaming.spend import _RULES
+from oneloc.streaming.synthetic import CITIES, city_events
+
+
+def test_a_city_is_seeded_valid_and_not_nyc():
+    kw = dict(n_pois=40, n_users=12, days=5, seed=3, closed=0.1)
+    a = city_events(CITIES["lisbon"], **kw)
+    end = max(e[3]["event_time"] for e in a if e[2] == "Order")
+    assert city_events(CITIES["lisbon"], **kw, end_ms=end) == a   # same seed, same end: the same city
+    assert city_events(CITIES["lisbon"], **{**kw, "seed": 4})[50][3] != a[50][3]
+    reg = registry()
+    for _role, _key, schema, rec in a:
+        reg.encode(schema, rec)                            # every record passes the schema rules
+    roles = Counter(e[0] for e in a)
+    assert roles["orders"] == roles["user-locations"] > 100 and roles["poi-catalog"] > 40   # + closed upserts
+    pois = [e[3] for e in a if e[2] == "Poi"]
+    assert all(p["poi_id"].startswith("lx-") and p["currency"] == "EUR" for p in pois)
+    assert not any(kw_ in p["category"] for p in pois for kw_, _ in _RULES[:20] if kw_ != "Café")
+    assert any(not p["active"] for p in pois)
+    orders = [e[3] for e in a if e[2] == "Order"]
+    now = int(time.time() * 1000)
+    assert now - 2 * 3_600_000 < max(o["event_time"] for o in orders) <= now
+    assert min(o["event_time"] for o in orders) > now - 6 * 86_400_000
+    seen, revisits = set(), 0
+    for o in orders:                                       # revisits and first visits, both plenty
+        revisits += (o["user_id"], o["poi_id"]) in seen
+        seen.add((o["user_id"], o["poi_id"]))
+    assert 0.2 < revisits / len(orders) < 0.8
+
+
+def test_osaka_prices_in_yen():
+    ev = city_events(CITIES["osaka"], n_pois=20, n_users=4, days=2, seed=1)
+    assert {e[3]["currency"] for e in ev if e[2] in ("Poi", "Order")} == {"JPY"}
