@@ -40,8 +40,9 @@ class CatalogContext:
         self.resolution, self.k = resolution, k
 
     @classmethod
-    def of(cls, tok, resolution: int = 8) -> CatalogContext:
-        return cls(tok.lat, tok.lng, tok.category, tok.ctx_dim, resolution)
+    def of(cls, tok) -> CatalogContext:
+        """The context the tokenizer was fitted with (its H3 resolution, recorded in the checkpoint)."""
+        return cls(tok.lat, tok.lng, tok.category, tok.ctx_dim, tok.h3_resolution)
 
     def neighbors(self, lat: float, lng: float) -> np.ndarray:
         return neighbor_context(lat, lng, self.table, self.resolution, self.k)

@@ -80,8 +80,7 @@ def extend_transitions(log: TransitionLog, added: int) -> TransitionLog:
     return TransitionLog(succ, pairs, log.stamps)
 
 
-def add_places(tok: SemanticIdTokenizer, cfg: ModelConfig, ids, category, lat, lng,
-               resolution: int = 8) -> tuple[SemanticIdTokenizer, list]:
+def add_places(tok: SemanticIdTokenizer, cfg: ModelConfig, ids, category, lat, lng) -> tuple[SemanticIdTokenizer, list]:
     """The tokenizer with the new places appended (module docstring), and the ids left without an ID.
     ``category``: the tokenizer's category ids (``category_ids_of``; 0 = unknown); ids already known are
     skipped. Places are taken in the order given (a deterministic order keeps their IDs stable)."""
@@ -92,9 +91,10 @@ def add_places(tok: SemanticIdTokenizer, cfg: ModelConfig, ids, category, lat, l
     ids = [ids[j] for j in keep]
     category = np.where((c := np.asarray(category, np.int64)[keep]) < tok.ctx_dim, c, 0)
     lat, lng = np.asarray(lat, np.float64)[keep], np.asarray(lng, np.float64)[keep]
-    # location context of each new place's cell, over the catalog with the new places in it
+    # location context of each new place's cell (at the tokenizer's H3 resolution), over the catalog with the
+    # new places in it
     context = CatalogContext(np.concatenate([tok.lat, lat]), np.concatenate([tok.lng, lng]),
-                             np.concatenate([tok.category, category]), tok.ctx_dim, resolution)
+                             np.concatenate([tok.category, category]), tok.ctx_dim, tok.h3_resolution)
     ctx = np.stack([context.cell_vector(a, b) for a, b in zip(lat, lng, strict=True)]).astype(np.float32)
     width = int(max(tok.category.max(initial=0), category.max(initial=0))) + 1
     fitted = content_vectors(tok.category, tok.ctx, width, cfg)
@@ -133,7 +133,7 @@ def add_places(tok: SemanticIdTokenizer, cfg: ModelConfig, ids, category, lat, l
                               np.concatenate([tok.lat, lat[t]]), np.concatenate([tok.lng, lng[t]]),
                               np.concatenate([tok.ctx, ctx[t]]),
                               dict(tok.report, added_places=tok.report.get("added_places", 0) + len(t)),
-                              extend_transitions(tok.transitions, len(t)))
+                              extend_transitions(tok.transitions, len(t)), tok.h3_resolution)
     return out, left
 
 

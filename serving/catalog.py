@@ -40,8 +40,7 @@ class ServedCatalog:
     left: tuple = ()          # active places the catalog has that got no ID (every group full)
 
 
-def served_catalog(tok: SemanticIdTokenizer, model_cfg, catalog, margin_km: float,
-                   resolution: int = 8) -> ServedCatalog:
+def served_catalog(tok: SemanticIdTokenizer, model_cfg, catalog, margin_km: float) -> ServedCatalog:
     """``tok``: the checkpoint's tokenizer, or the one a replica serves already (places it added keep their
     IDs); ``catalog``: a streaming.catalog.PoiCatalog, or None."""
     if catalog is None:
@@ -54,8 +53,7 @@ def served_catalog(tok: SemanticIdTokenizer, model_cfg, catalog, margin_km: floa
     if new:  # in catalog order (streaming/catalog.id_order): every replica assigns the same IDs
         labels = category_ids_of(tok, [_id_of(tok, p) for p in ids], catalog.category_key.tolist())
         cats = [labels.get(catalog.category_key[i], 0) for i in new]
-        tok, left = add_places(tok, model_cfg, [ids[i] for i in new], cats, catalog.lat[new], catalog.lng[new],
-                               resolution)
+        tok, left = add_places(tok, model_cfg, [ids[i] for i in new], cats, catalog.lat[new], catalog.lng[new])
         if left:
             log.warning("%d new places got no semantic ID (every group is full); they wait for a retrain", len(left))
     row = {p: i for i, p in enumerate(ids)}

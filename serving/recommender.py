@@ -51,13 +51,13 @@ def model_version(path: str | Path, extra: dict) -> str:
 
 class Recommender:
     def __init__(self, model, served: ServedCatalog, version: str, context_source: str, index, state, cfg,
-                 device: str = "cpu", resolution: int = 8):
+                 device: str = "cpu"):
         self.base_model, self.served, self.version, self.index = model, served, version, index
-        self.context_source, self.resolution = context_source, resolution
+        self.context_source = context_source
         self.state, self.cfg, self.device = state, cfg, device
         self.tok = tok = served.tok
         self.model = with_item_codes(model, tok) if tok.num_items + 1 != model.item_codes.size(0) else model
-        self.context = _context(tok, context_source, index, resolution)
+        self.context = _context(tok, context_source, index)
         self.trie = Trie.from_codes(tok.codes, tok.codebook_sizes, keep=served.active).to(device)
         self.num_active = int(served.active.sum())
         self.max_len = model.cfg.max_history
@@ -76,10 +76,9 @@ class Recommender:
         the checkpoint's places as they are."""
         model, tok, _, extra = load_checkpoint(path)  # on CPU (the tokenizer's arrays), then the model moves
         model = model.to(device)
-        resolution = int(extra.get("h3_resolution", 8))
-        served = served_catalog(tok, model.cfg, catalog, cfg.serve.area_margin_km, resolution)
+        served = served_catalog(tok, model.cfg, catalog, cfg.serve.area_margin_km)
         rec = cls(model, served, model_version(path, extra), extra.get("context", "catalog"), index, state, cfg,
-                  device, resolution)
+                  device)
         try:
             rec.smoke()
         except Exception as e:
@@ -89,10 +88,9 @@ class Recommender:
     def with_catalog(self, catalog) -> Recommender:
         """The same model over a newer catalog: places added since keep their IDs, new ones get theirs, closed
         ones are masked, the area follows."""
-        served = served_catalog(self.tok, self.base_model.cfg, catalog, self.cfg.serve.area_margin_km,
-                                self.resolution)
+        served = served_catalog(self.tok, self.base_model.cfg, catalog, self.cfg.serve.area_margin_km)
         rec = Recommender(self.base_model, served, self.version, self.context_source, self.index, self.state,
-                          self.cfg, self.device, self.resolution)
+                          self.cfg, self.device)
         rec.smoke()
         return rec
 
@@ -199,7 +197,7 @@ class _IndexContext:
         return self.index.neighbors(lat, lng)
 
 
-def _context(tok, source: str, index, resolution: int = 8):
+def _context(tok, source: str, index):
     if source == "index":
         return _IndexContext(index, tok.ctx_dim)
-    return CatalogContext.of(tok, resolution)
+    return CatalogContext.of(tok)

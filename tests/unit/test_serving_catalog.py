@@ -153,6 +153,10 @@ def test_new_place_joins_the_nearest_group_with_a_free_code_and_ids_stay_unique(
     # a place of category 1 goes to the other group
     again, _ = add_places(out, cfg, ["m1"], [1], [38.8], [-9.1])
     assert again.id_of("m1")[:2] == (0, 0) and again.index_of("n1") == out.index_of("n1")
+    import dataclasses
+
+    coarse = dataclasses.replace(tok, h3_resolution=7)       # the context of new places at the fitted resolution
+    assert add_places(coarse, cfg, ["n1"], [2], [38.8], [-9.1])[0].h3_resolution == 7
 
 
 def test_extended_transitions_keep_every_old_candidate_and_count():
