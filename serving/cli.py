@@ -46,11 +46,16 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint
     if args.untrained:
+        from oneloc.errors import ConfigError
         from oneloc.serving.untrained import untrained_checkpoint
         from oneloc.streaming.catalog import read_catalog
 
+        try:
+            catalog = read_catalog(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"--untrained fits its semantic IDs on the stream's POI catalog: {e}") from None
         checkpoint = str(untrained_checkpoint(f"{cfg.storage.path(cfg.storage.checkpoints)}/untrained.pt",
-                                              read_catalog(cfg), cfg.model.size))
+                                              catalog, cfg.model.size))
     url = start(cfg, checkpoint)
     print(f"OneLoc serving at {url}/v1/recommendations  (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
           flush=True)
