@@ -126,8 +126,9 @@ class Model:
         try:
             if table_version(self.cfg) == getattr(self.catalog, "version", -1):
                 return
-            self.catalog = self._read_catalog()
-            self.rollout.update(lambda rec: rec.with_catalog(self.catalog))
+            catalog = self._read_catalog()
+            self.rollout.update(lambda rec: rec.with_catalog(catalog))
+            self.catalog = catalog  # after the swap: a failure is retried on the next poll
         except Exception as e:
             log.warning("catalog refresh failed, serving the places of version %s: %s",
                         getattr(self.catalog, "version", None), e)
