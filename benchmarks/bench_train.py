@@ -19,6 +19,7 @@ positions: B * (T + L) per step, T = 50 history events, L = 4 code levels.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -89,7 +90,7 @@ def raw_step(size: str, device: str, batch: int, steps: int, amp: bool, peak_tfl
 
 def ray_workers(cfg, workers: int, n_samples: int, steps: int, size: str) -> dict:
     """``oneloc train`` with ``workers`` CPU workers for ``steps`` steps; its per-worker samples/s."""
-    from oneloc.ray_jobs.data import TrainData, prepare
+    from oneloc.ray_jobs.data import prepare
     from oneloc.ray_jobs.train import train
 
     with tempfile.TemporaryDirectory() as root:
@@ -99,7 +100,7 @@ def ray_workers(cfg, workers: int, n_samples: int, steps: int, size: str) -> dic
                                                       "val_samples": 32, "log_every": 0, "source": "dataset"})}
         c = cfg.model_copy(update=over)
         data = prepare(c)
-        data = TrainData(data.train.iloc[-n_samples:].reset_index(drop=True), data.val, data.data_version)
+        data = dataclasses.replace(data, train=data.train.iloc[-n_samples:].reset_index(drop=True))
         t0 = time.perf_counter()
         s = train(c, data=data)
         h = s["history"][-1]

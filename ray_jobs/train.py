@@ -95,10 +95,10 @@ def train_dataset(cfg, data, seed: int):
     if data.delta_uri:
         ds = ray.data.read_delta(data.delta_uri, version=data.delta_version,
                                  storage_options=cfg.storage.storage_options or None)
-        if "split" in ds.schema().names:
-            ds = ds.filter(expr="split == 'train'")
-        if data.train_end_ms < NEVER_MS:
+        if data.train_end_ms < NEVER_MS:                 # rolling: every row is a sample; older ones train
             ds = ds.filter(expr=f"target_ts < {int(data.train_end_ms)}")
+        elif "split" in ds.schema().names:
+            ds = ds.filter(expr="split == 'train'")
         return ds.randomize_block_order(seed=seed)
     cols = ["target_poi", "target_ts", "last_lat", "last_lng", "hist_poi", "hist_ts"]
     df = data.train[cols].sample(frac=1.0, random_state=seed).reset_index(drop=True)

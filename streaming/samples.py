@@ -523,9 +523,9 @@ def history_matrix(hist: pd.Series, length: int, pad: int = 0) -> np.ndarray:
 
 
 def user_sequences(train: pd.DataFrame) -> dict:
-    """user_id -> int64 array of all the user's training POIs, oldest first, rebuilt from the training
+    """user_id -> array of all the user's training POIs (the samples' ids), oldest first, rebuilt from the training
     samples of ``build_samples`` (the first sample's one-item history, then every target)."""
     out = {}
     for u, g in train.sort_values(["user_id", "target_ts"], kind="stable").groupby("user_id", sort=False):
-        out[u] = np.concatenate([g["hist_poi"].iloc[0][-1:], g["target_poi"].to_numpy(np.int64)])
+        out[u] = np.concatenate([np.asarray(g["hist_poi"].iloc[0][-1:]), g["target_poi"].to_numpy()])
     return out

@@ -37,7 +37,8 @@ def loop_config(base, root):
         "model.size=tiny", "model.tokenizer.codebook_size=8", "train.workers=1", "train.batch_size=32",
         "train.val_beam=10", "ingest.interval_s=1", f"loop.min_new_samples={MIN_NEW}", "loop.interval_s=0",
         "loop.first_train_steps=5", "loop.train_steps=5", "loop.rl=false", "loop.val_samples=16",
-        "loop.poll_s=1", "loop.gate_tolerance=1.0", "loop.rollout_timeout_s=60"])
+        "loop.poll_s=1", "loop.gate_tolerance=1.0", "loop.rollout_timeout_s=60",
+        "shards.val_window_hours=6"])  # the rolling validation window: the newest 6 h of the replayed days
 
 
 def recommend(url: str, user: dict) -> dict:
@@ -73,7 +74,7 @@ def test_loop_rolls_out_a_model_trained_on_newer_events(fresh_topics_cfg, tmp_pa
     one, two = recs
     assert one["trigger"] == "first" and two["trigger"] == "data"
     assert two["train_samples"] - one["train_samples"] >= MIN_NEW         # trained from the newer events
-    v1, v2 = (int(r["data_version"].rsplit("@", 1)[1]) for r in recs)
+    v1, v2 = (int(r["data_version"].split(";")[0].rsplit("@", 1)[1]) for r in recs)   # the samples version
     assert v2 > v1
     assert one["model_version"] != two["model_version"]
     for s, r in zip(seen, recs, strict=True):                 # Serve answered with the promoted model

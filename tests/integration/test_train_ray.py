@@ -82,7 +82,8 @@ def test_delta_samples_source(ray_session, tiny_data, tmp_path):
     write_deltalake(cfg.storage.table("samples"), pa.Table.from_pylist(rows, schema=_schema()),
                     partition_by=["split"])
     write_deltalake(cfg.storage.table("pois"), pa.Table.from_pandas(
-        dataset_catalog().frame().assign(poi_id=lambda d: d["poi_id"].astype(str)), preserve_index=False))
+        dataset_catalog().frame().rename(columns={"category_key": "category_id"}).assign(
+            poi_id=lambda d: d["poi_id"].astype(str)), preserve_index=False))
     data = prepare(cfg)
     assert data.data_version.endswith("@0;pois@0") and len(data.train) == len(tiny_data.train)
     assert len(data.val) == len(tiny_data.val) and len(data.catalog) == len(dataset_catalog())
