@@ -19,7 +19,7 @@ model should be built with spare last codes (``reserve_codes`` before ``build_mo
 are trained only to be unlikely, so a new place ranks after the fitted members of its group until the next
 retrain, but it can be generated.
 
-    tok = reserve_codes(tok, spare=8)                              # before build_model (training)
+    tok = reserve_codes(tok, cfg.model.tokenizer.spare_codes)     # before build_model (training)
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from oneloc.model.new_places import reserve_codes
 from oneloc.model.oneloc import build_model
 
 _TOKENIZERS: dict[tuple, object] = {}
-SPARE_CODES = 8  # last-level codes for places added to the catalog later (model/new_places.py)
 
 
 def catalog_tokenizer(catalog, codebook_size: int = 64, kmeans_iters: int = 5):
@@ -42,9 +41,10 @@ def untrained_checkpoint(path: str | Path, catalog, size: str = "tiny", seed: in
                          model_version: str = "") -> Path:
     if catalog is None or not len(catalog):
         raise ValueError("an untrained checkpoint needs a POI catalog with places")
-    tok = reserve_codes(catalog_tokenizer(catalog, codebook_size), SPARE_CODES)
+    cfg = ModelConfig(size=size, tokenizer={"codebook_size": codebook_size})
+    tok = reserve_codes(catalog_tokenizer(catalog, codebook_size), cfg.tokenizer.spare_codes)
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(size=size, tokenizer={"codebook_size": codebook_size}), tok).eval()
+    model = build_model(cfg, tok).eval()
     extra = {"context": "catalog", "seed": seed} | ({"model_version": model_version} if model_version else {})
     save_checkpoint(path, model, tok, model.cfg, extra=extra)
     return Path(path)
