@@ -6,6 +6,7 @@ node and ``child[l]`` (n_l, K_l) gives the node it leads to (at the last depth: 
     trie = Trie.from_codes(codes, codebook_sizes)     # codes (N, L): row i is the ID of item i + 1
     trie = Trie.from_codes(codes, sizes, keep=active) # only the items where keep (N,) is True can be generated
     mask = trie.valid[0][node]                       # node (B,) -> (B, K_0) allowed first codes
+    reach = trie.reach(item_ok)                      # item_ok (N + 1,): per depth, the nodes that lead to one
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ class Trie:
             child.append(ch)
             valid.append(ch >= 0)
         return cls(valid, child)
+
+    def reach(self, item_ok: torch.Tensor) -> list[torch.Tensor]:
+        """item_ok (N + 1,) bool -> per level l, (n_{l+1},) bool over the nodes a code at level l leads to (at
+        the last level: the items): True where some allowed item lies below. Beam search takes it per request
+        (``beam_search(..., reach=...)``) to generate only the allowed items, e.g. the places near the user."""
+        out = [item_ok.to(self.child[-1].device)]
+        for d in range(self.depth - 1, 0, -1):
+            below = out[0][self.child[d].clamp_min(0)] & self.valid[d]          # (n_d, K_d)
+            out.insert(0, below.any(1))
+        return out
 
     @property
     def depth(self) -> int:

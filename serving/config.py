@@ -46,6 +46,8 @@ class ServeConfig(Section):
     # answers
     popular_weight: float = Field(default=0.7, ge=0.0, le=1.0,
                                   description="no history: p = w * neighbourhood popularity + (1 - w) * model")
+    max_distance_km: float = Field(default=50.0, ge=0, description="recommend only places within this of the "
+                                   "request (plus its ~3 km H3 cell); 0 = anywhere in the catalog")
     area_margin_km: float = Field(default=5.0, gt=0, description="served area = the points within this of an "
                                   "active place of the catalog (several cities, no bounding box)")
     # live user state: the orders stream

@@ -18,7 +18,9 @@ Answers, per request:
   ``location``, the distance to the nearest place in the reason): a POI list from another city would be
   wrong, and the client can tell the user the service is not available there.
 Every item is an active place of the served catalog (closed places are masked in the trie and dropped from
-the popular mix), distinct, sorted by score (best first).
+the popular mix) within ``serve.max_distance_km`` of the request (the beam search generates only those:
+per request, the trie nodes that lead to one, cached per H3 cell; 0 = anywhere), distinct, sorted by score
+(best first); fewer than k when fewer places are that near.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import OrderedDict
 from pathlib import Path
 
+import h3
 import numpy as np
 import torch
 
@@ -39,6 +43,9 @@ from oneloc.model.new_places import with_item_codes
 from oneloc.model.trie import Trie
 from oneloc.serving.catalog import ServedCatalog, served_catalog
 from oneloc.serving.schemas import ErrorBody, Item, RecommendationRequest, RecommendationResponse
+
+SCOPE_RES = 6        # H3 resolution of the cells whose nearby places are cached (edge ~3 km)
+SCOPE_CACHE = 512    # cells kept (least recently used out)
 
 
 def model_version(path: str | Path, extra: dict) -> str:
@@ -65,6 +72,7 @@ class Recommender:
         self.ids = [str(p) for p in tok.poi_ids.tolist()]                    # item index - 1 -> poi_id
         self.categories = served.categories
         self.area = served.area
+        self._scopes: OrderedDict[str, tuple] = OrderedDict()   # cell -> (item_ok (N + 1,), trie.reach(item_ok))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, cfg, state, index=None, catalog=None,
@@ -113,18 +121,41 @@ class Recommender:
     def in_area(self, lat: float, lng: float) -> bool:
         return self.area.contains(lat, lng)
 
+    def scope(self, lat: float, lng: float) -> tuple[np.ndarray, list | None]:
+        """The places a request here may get: (N + 1,) bool over item indices (active, and within
+        ``serve.max_distance_km`` of the request's H3 cell: its centre, plus the cell's radius) and the trie
+        nodes that lead to them (None: no distance limit)."""
+        limit = self.cfg.serve.max_distance_km
+        if limit <= 0:
+            return np.concatenate([[False], self.served.active]), None
+        cell = h3.latlng_to_cell(lat, lng, SCOPE_RES)
+        hit = self._scopes.get(cell)
+        if hit is None:
+            c_lat, c_lng = h3.cell_to_latlng(cell)
+            corner = np.array(h3.cell_to_boundary(cell))
+            radius = float(haversine_km(c_lat, c_lng, corner[:, 0], corner[:, 1]).max())
+            ok = np.concatenate([[False], self.served.active &
+                                 (haversine_km(c_lat, c_lng, self.tok.lat, self.tok.lng) <= limit + radius)])
+            hit = self._scopes[cell] = (ok, [t.to(self.device) for t in self.trie.reach(torch.from_numpy(ok))])
+            if len(self._scopes) > SCOPE_CACHE:
+                self._scopes.popitem(last=False)
+        else:
+            self._scopes.move_to_end(cell)
+        return hit
+
     def _history(self, r: RecommendationRequest) -> tuple[list, list[int], str | None]:
         """The user's events before the request time, of POIs the model knows: (ids, times, last poi)."""
         events = self.state.history(r.user_id, before_ms=r.time_ms) if self.state is not None else []
         known = [(self.key[p], t) for p, t in events if p in self.key][-self.max_len:]
         return [p for p, _ in known], [t for _, t in known], (events[-1][0] if events else None)
 
-    def _popular(self, r: RecommendationRequest, items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _popular(self, r: RecommendationRequest, items: np.ndarray, scores: np.ndarray,
+                 allowed: np.ndarray) -> tuple[np.ndarray, ...]:
         """Mix the neighbourhood's popularity share with the model's probabilities (module docstring)."""
         hit = self.index.lookup(r.lat, r.lng) if self.index is not None else None
         pairs = [(self.tok.index_of(self.key[p]), o) for p, o in zip(hit.poi_ids, hit.orders, strict=True)
                  if p in self.key] if hit is not None else []
-        pairs = [(i, o) for i, o in pairs if self.served.active[i - 1]]           # closed places: never
+        pairs = [(i, o) for i, o in pairs if allowed[i]]               # closed or too far: never
         total = float(sum(o for _, o in pairs))
         if total <= 0:
             return items, scores
@@ -172,13 +203,17 @@ class Recommender:
                            [r.time_ms if r.time_ms is not None else now for r in reqs],
                            [(r.lat, r.lng) for r in reqs], nbr, max_len=self.max_len, device=self.device)
         k = min(max(r.k for r in reqs), self.num_active)
-        items, scores = beam_search(self.model, batch, self.trie, k=k, beam=max(self.cfg.serve.beam or 2 * k, k))
+        scopes = [self.scope(r.lat, r.lng) for r in reqs]
+        reach = None if scopes[0][1] is None else [torch.stack([s[1][lv] for s in scopes])   # per level (B, n)
+                                                   for lv in range(self.trie.depth)]
+        items, scores = beam_search(self.model, batch, self.trie, k=k, beam=max(self.cfg.serve.beam or 2 * k, k),
+                                    reach=reach)
         items, scores = items.cpu().numpy(), scores.cpu().float().numpy()               # (B, k) each
         for b, (j, r) in enumerate(zip(live, reqs, strict=True)):
             ids, times, last = hists[b]
             it, sc = items[b], scores[b]
             if not ids:
-                it, sc = self._popular(r, it, sc)
+                it, sc = self._popular(r, it, sc, scopes[b][0])
             out[j] = self._answer(r, len(ids), last, it, sc)
         return out
 

@@ -185,11 +185,14 @@ def test_second_city_added_after_training_is_served_and_recommended(lisbon_ckpt)
     rec = Recommender.from_checkpoint(lisbon_ckpt, cfg, UserState(8), catalog=_catalog(pd.concat([lx, po]), 2))
     assert rec.served.added == 20 and not rec.served.left and rec.num_active == 60
     out = _all(rec, PORTO)                                 # Porto: not refused, its places recommendable
-    ids = {i.poi_id for i in out.items}
-    assert {f"po-{i:03d}" for i in range(20)} <= ids
-    porto = [i for i in out.items if i.poi_id.startswith("po-")]
-    assert all(i.category in ("padaria", "restaurante", "farmácia", "livraria") for i in porto)
-    assert all(i.distance_m < 5_000 for i in porto) and all(len(i.semantic_id) == 4 for i in porto)
+    assert {i.poi_id for i in out.items} == {f"po-{i:03d}" for i in range(20)}   # and none of Lisbon's, 275 km off
+    assert all(i.category in ("padaria", "restaurante", "farmácia", "livraria") for i in out.items)
+    assert all(i.distance_m < 5_000 for i in out.items) and all(len(i.semantic_id) == 4 for i in out.items)
+    assert {i.poi_id for i in _all(rec, LISBON).items} == set(lx["poi_id"])
+    # without a distance limit the model may send a user to the other city (the untrained one does)
+    anywhere = Recommender.from_checkpoint(lisbon_ckpt, load_config(overrides=["serve.max_distance_km=0"]),
+                                           UserState(8), catalog=_catalog(pd.concat([lx, po]), 2))
+    assert len({i.poi_id for i in _all(anywhere, PORTO).items}) == 60
     # the same checkpoint without the catalog refuses Porto, naming the field and the distance
     bare = Recommender.from_checkpoint(lisbon_ckpt, cfg, UserState(8))
     err = bare.recommend_batch([RecommendationRequest(user_id="u", lat=PORTO[0], lng=PORTO[1])])[0]
@@ -212,7 +215,7 @@ def test_closed_place_is_never_recommended_and_a_new_version_moves_the_replica(l
     v2 = rec.with_catalog(_catalog(pd.concat([closed, po]), 2))
     for user in ("regular", "newcomer"):
         got = {i.poi_id for i in _all(v2, LISBON, user).items}
-        assert "lx-003" not in got and len(got) == 44 and len({p for p in got if p.startswith("lx-")}) == 39
+        assert "lx-003" not in got and got == set(lx["poi_id"]) - {"lx-003"}
     assert v2.served.version == 2 and v2.num_active == 44 and rec.num_active == 40   # the old one is unchanged
     # v3: Porto gains a place; the places added at v2 keep their IDs (stable answers across versions)
     v3 = v2.with_catalog(_catalog(pd.concat([closed, po, _city("pz", PORTO, 1, 9)]), 3))
@@ -291,3 +294,31 @@ def test_serving_imports_no_training_evaluation_or_bundled_data_module():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not [n for n in names if n.startswith(banned)], f"{path.name} imports {names}"
+
+
+def test_trie_reach_limits_each_request_of_a_batch_to_its_own_items():
+    rng = np.random.default_rng(1)
+    n = 40
+    tok = fit_from_catalog(np.arange(1, n + 1), [f"c{i % 4}" for i in range(n)], 40.7 + rng.random(n) * 0.05,
+                           -74.0 + rng.random(n) * 0.05, [], ModelConfig(tokenizer={"codebook_size": 4}))
+    trie = tok.trie()
+    mine = [np.zeros(n + 1, bool), np.zeros(n + 1, bool)]
+    mine[0][[3, 9, 10, 33]] = True
+    mine[1][1:] = True
+    mine[1][[5, 6]] = False
+    reach = [torch.stack(x) for x in zip(*(trie.reach(torch.from_numpy(m)) for m in mine), strict=True)]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(size="tiny", max_history=4), tok).eval()
+    from oneloc.model.batch import make_batch
+    from oneloc.model.geo import CatalogContext
+
+    nbr = np.stack([CatalogContext.of(tok).neighbors(40.72, -73.98)] * 2)
+    batch = make_batch(tok, [[5], [7]], [[0], [0]], [1, 1], [(40.72, -73.98)] * 2, nbr, max_len=4)
+    items, scores = beam_search(model, batch, trie, k=n, beam=4 * n, reach=reach)
+    for b in range(2):
+        got = items[b][items[b] > 0].tolist()
+        assert set(got) == set(np.flatnonzero(mine[b]).tolist()) and len(got) == len(set(got))
+    # an item's score is its score in an unconstrained search (the limit masks, it does not renormalise)
+    full_items, full_scores = beam_search(model, batch, trie, k=n, beam=4 * n)
+    full = dict(zip(full_items[0].tolist(), full_scores[0].tolist(), strict=True))
+    assert all(abs(full[i] - s) < 1e-4 for i, s in zip(items[0].tolist(), scores[0].tolist(), strict=True) if i > 0)
