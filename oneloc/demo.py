@@ -33,7 +33,9 @@ from oneloc.errors import OneLocError
 
 # Both modes: DPO's weight. The paper's lambda = 0.05 barely moves a model of this size (measured:
 # dist@10 4.95 -> 4.95 km, GMV@10 21.3 -> 21.0 on validation); lambda = 1 gives the trade-off.
-DEMO = ["rl.dpo_lambda=1.0"]
+# The NYC benchmark preset: the GETNext split (shards.policy=cutoffs) and, as the replay holds back the
+# validation and test periods, the dataset's validation split (train.val_source=dataset).
+DEMO = ["rl.dpo_lambda=1.0", "shards.policy=cutoffs", "train.val_source=dataset"]
 # Quick mode: the same stages with small budgets (overrides of the one config).
 QUICK = [
     "train.epochs=1", "train.max_steps=600", "train.val_samples=300", "train.warmup_steps=50",

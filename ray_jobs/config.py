@@ -23,8 +23,13 @@ class TrainConfig(Section):
     cpus_per_worker: float = Field(default=0.5, description="fractional, so 2 workers fit on a 2-core machine")
     torch_threads: int = Field(default=1, description="torch intra-op threads per worker (CPU)")
     source: Literal["auto", "delta", "dataset"] = Field(
-        default="auto", description="delta = the ingested 'samples' table; dataset = built from the bundled "
-                                    "data; auto = delta when the table exists")
+        default="auto", description="delta = the ingested 'samples' and 'pois' tables; dataset = the offline "
+                                    "dataset adapter (replay.dataset); auto = delta, an error when there is no "
+                                    "table (never a silent fall-back to the bundled data)")
+    val_source: Literal["stream", "dataset"] = Field(
+        default="stream", description="validation samples of Delta training: the stream's own (shards.policy), or "
+                                      "(the NYC benchmark preset, whose replay holds back its validation period) "
+                                      "the offline dataset's validation split")
     context: Literal["catalog", "index"] = Field(
         default="catalog", description="location context: from the POI catalog, or the live neighbor index")
     min_n_in_traj: int = Field(default=0, description="drop training samples with fewer in-trajectory items")

@@ -193,9 +193,12 @@ def prepare(cfg, source: str | None = None) -> TrainData:
                 DeltaTable(uri, version=version, storage_options=so or None).to_pandas(), cfg.shards)
         else:
             (train, val), train_end = (read_delta_split(uri, version, s, so) for s in ("train", "val")), NEVER_MS
+        if cfg.train.val_source == "dataset":    # explicit: the NYC benchmark's validation split
+            (val,) = _dataset_samples(cfg, "val")
         if len(val) == 0:
             raise ConfigError(f"no validation samples in {uri}@{version} (shards.policy={cfg.shards.policy}): the "
-                              "stream does not reach past the validation window yet")
+                              "stream does not reach past the validation window yet (train.val_source=dataset "
+                              "validates on the offline dataset's split instead)")
         data = TrainData(train, val, tag, catalog, observed_spend(cfg), uri, version, train_end)
     if cfg.train.min_n_in_traj:
         data.train = data.train[data.train["n_in_traj"] >= cfg.train.min_n_in_traj].reset_index(drop=True)

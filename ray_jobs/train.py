@@ -102,7 +102,7 @@ def train_dataset(cfg, data, seed: int):
         return ds.randomize_block_order(seed=seed)
     cols = ["target_poi", "target_ts", "last_lat", "last_lng", "hist_poi", "hist_ts"]
     df = data.train[cols].sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    ids = pa.string() if df["target_poi"].dtype == object else pa.int64()   # the stream's ids, or the dataset's
+    ids = pa.string() if pd.api.types.is_string_dtype(df["target_poi"]) else pa.int64()   # stream ids, or dataset ints
     table = pa.table({c: pa.array([np.asarray(x).tolist() for x in df[c]], pa.list_(ids if c == "hist_poi" else
                                                                                      pa.int64()))
                       if c.startswith("hist_") else pa.array(df[c].to_numpy()) for c in cols})

@@ -45,7 +45,7 @@ def _plain_send(cfg, events, poison) -> None:
 def test_two_synthetic_cities_are_ingested_trained_and_gated(fresh_topics_cfg, ray_session, tmp_path, monkeypatch):
     from oneloc.ray_jobs.ingest import ingest
     from oneloc.ray_jobs.loop_policy import gate
-    from oneloc.ray_jobs.loop_train import cycle_data, evaluate, first_model
+    from oneloc.ray_jobs.loop_train import continue_model, cycle_data, evaluate, first_model
     from oneloc.streaming import dataset
     from oneloc.streaming.catalog import read_catalog
     from oneloc.streaming.shards import read_samples
@@ -105,3 +105,6 @@ def test_two_synthetic_cities_are_ingested_trained_and_gated(fresh_topics_cfg, r
     assert again["acc@10"] == pytest.approx(m["acc@10"]) and again["val_n"] == m["val_n"]
     ok, why = gate(m, None, cfg.loop.gate_metric, cfg.loop.gate_tolerance)
     assert ok, why
+    # the next cycle's continuation from it (the driver's samples, string ids) is scored on the same rows
+    c = continue_model(cfg, s["best_checkpoint"], data)
+    assert c["best_metrics"]["val_n"] == len(data.val)

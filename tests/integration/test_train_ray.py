@@ -97,6 +97,10 @@ def test_delta_samples_source(ray_session, tiny_data, tmp_path):
     assert tok.poi_ids.tolist() == [str(p) for p in ref.poi_ids.tolist()]
     assert to_batch(batch, tok, CatalogContext.of(tok), max_len=50)["hist_items"].shape == (8, 50)
 
+    # the NYC benchmark preset (its replay holds back the validation period): the dataset's validation split
+    bench = prepare(_cfg(tmp_path, "shards.policy=cutoffs", "train.val_source=dataset"))
+    assert len(bench.val) > len(tiny_data.val) and len(bench.train) == len(tiny_data.train)
+
     # the rolling policy: validation = the newest window of the table, training = what is older
     cfg = _cfg(tmp_path, "shards.policy=rolling", "shards.val_window_hours=48")
     data = prepare(cfg)

@@ -1,0 +1,42 @@
+"""The time policy over the stream (streaming/config.py ShardsConfig, ray_jobs/data.py rolling_split):
+windows relative to the table's watermark, whatever the dates; the cutoffs only for the NYC preset."""
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from oneloc.ray_jobs.data import rolling_split
+from oneloc.streaming.config import NEVER_MS, ShardsConfig
+from oneloc.streaming.samples import SampleBuilder
+
+H = 3_600_000
+
+
+def test_rolling_ingest_makes_training_samples_at_any_date():
+    """Today's events under the default policy: every check-in after a user's first is a training sample
+    (under the NYC cutoffs they would all be 'test' and, unseen in training, dropped)."""
+    now = int(time.time() * 1000)
+    cfg = ShardsConfig()
+    assert cfg.policy == "rolling" and cfg.ingest_split().train_end_ms == NEVER_MS
+    b = SampleBuilder(cfg.ingest_split())                      # (the builder works on int codes of the ids)
+    out = [s for i in range(6) for s in b.push(1, i % 3, now - (6 - i) * H, 38.7, -9.1)]
+    assert len(out) == 5 and {s["split"] for s in out} == {"train"}
+    nyc = SampleBuilder(ShardsConfig(policy="cutoffs").ingest_split())
+    assert [s for i in range(6) for s in nyc.push(1, i % 3, now - (6 - i) * H, 38.7, -9.1)] == []
+
+
+def test_rolling_split_is_relative_to_the_watermark():
+    cfg = ShardsConfig(val_window_hours=10, test_window_hours=2)
+    end = int(time.time() * 1000)
+    ts = end - np.arange(48)[::-1] * H                        # one sample per hour, the newest at ``end``
+    s = pd.DataFrame({"target_ts": ts, "target_poi": [f"p{i % 4}" for i in range(48)]})
+    s.loc[40, "target_poi"] = "never-trained"
+    train, val, train_end = rolling_split(s, cfg)
+    assert train_end == end + 1 - 12 * H
+    assert (train["target_ts"] < train_end).all() and len(train) == 36
+    assert val["target_ts"].between(train_end, end - 2 * H).all()
+    assert len(val) == 9 and "never-trained" not in set(val["target_poi"])   # 10 h window, one unrankable
+    assert cfg.window_cutoffs(end) == (train_end, end + 1 - 2 * H)
+    assert ShardsConfig(policy="cutoffs").window_cutoffs(end) == (ShardsConfig().train_end_ms,
+                                                                 ShardsConfig().val_end_ms)
