@@ -55,7 +55,7 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
         except ConfigError as e:
             raise ConfigError(f"--untrained fits its semantic IDs on the stream's POI catalog: {e}") from None
         checkpoint = str(untrained_checkpoint(f"{cfg.storage.path(cfg.storage.checkpoints)}/untrained.pt",
-                                              catalog, cfg.model.size))
+                                              catalog, cfg.model.size, h3_resolution=cfg.index.h3_resolution))
     url = start(cfg, checkpoint)
     print(f"OneLoc serving at {url}/v1/recommendations  (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
           flush=True)

@@ -24,25 +24,26 @@ from oneloc.model.oneloc import build_model
 _TOKENIZERS: dict[tuple, object] = {}
 
 
-def catalog_tokenizer(catalog, codebook_size: int = 64, kmeans_iters: int = 5):
-    """Semantic IDs of every place of the catalog (category key, catalog context; no co-visits)."""
+def catalog_tokenizer(catalog, codebook_size: int = 64, kmeans_iters: int = 5, h3_resolution: int = 8):
+    """Semantic IDs of every place of the catalog (category key, catalog context at ``h3_resolution``; no
+    co-visits)."""
     from oneloc.model.semantic_ids import fit_from_catalog
 
-    key = (catalog.source, len(catalog), codebook_size, kmeans_iters)
+    key = (catalog.source, len(catalog), codebook_size, kmeans_iters, h3_resolution)
     if key not in _TOKENIZERS:
         cfg = ModelConfig(tokenizer={"codebook_size": codebook_size, "kmeans_iters": kmeans_iters})
         _TOKENIZERS[key] = fit_from_catalog(catalog.poi_id, catalog.category_key.tolist(), catalog.lat.copy(),
-                                            catalog.lng.copy(),
-                                            [], cfg)
+                                            catalog.lng.copy(), [], cfg, h3_resolution)
     return _TOKENIZERS[key]
 
 
 def untrained_checkpoint(path: str | Path, catalog, size: str = "tiny", seed: int = 0, codebook_size: int = 64,
-                         model_version: str = "") -> Path:
+                         model_version: str = "", h3_resolution: int = 8) -> Path:
     if catalog is None or not len(catalog):
         raise ValueError("an untrained checkpoint needs a POI catalog with places")
     cfg = ModelConfig(size=size, tokenizer={"codebook_size": codebook_size})
-    tok = reserve_codes(catalog_tokenizer(catalog, codebook_size), cfg.tokenizer.spare_codes)
+    tok = reserve_codes(catalog_tokenizer(catalog, codebook_size, h3_resolution=h3_resolution),
+                        cfg.tokenizer.spare_codes)
     torch.manual_seed(seed)
     model = build_model(cfg, tok).eval()
     extra = {"context": "catalog", "seed": seed} | ({"model_version": model_version} if model_version else {})
