@@ -5,8 +5,9 @@ the model's own batched throughput in-process (the serving-overhead ratio).
 
 1. the in-process baseline: ``Recommender.recommend_batch`` at batch sizes 8, 16, 32 and the deployment's
    max batch size, one torch thread (as a replica has): the best requests/s of them (``in_process``);
-2. the application on 127.0.0.1 (local Ray, no Kafka: histories of the bundled check-ins, ``serve.bootstrap
-   = dataset``), an untrained checkpoint of the model size unless ``serve.checkpoint`` is set, the model
+2. the application on 127.0.0.1 (local Ray, no Kafka: histories of the bundled check-ins, written as the
+   Delta orders table of a throwaway state folder, ``serve.bootstrap = delta``), an untrained checkpoint of the
+   model size on the bundled NYC catalog (the offline adapter's) unless ``serve.checkpoint`` is set, the model
    deployment pinned at ``serve.max_replicas`` replicas (steady state, no scale-up transient);
 3. a separate process (asyncio + aiohttp, a light client) drives closed-loop clients at concurrency 1, 8 and
    32, each level a fixed time after a warm-up: p50 / p99 latency, throughput, error rate, and the CPU each
@@ -199,21 +200,39 @@ def gpu_run(cfg, checkpoint: str, device: str, rounds: int) -> dict:
             "batches": runs, "best_within_p99_50ms": best}
 
 
+def dataset_orders(cfg) -> None:
+    """The bundled check-ins as the ingest job's Delta orders table of ``cfg.storage`` (the histories the
+    replicas warm up from, ``serve.bootstrap = delta``)."""
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    from oneloc.streaming.dataset import load_checkins
+
+    ch = load_checkins(cfg.replay.dataset)
+    write_deltalake(cfg.storage.table("orders"), pd.DataFrame(
+        {"user_id": ch["user_id"].astype(str), "poi_id": ch["poi_id"].astype(str), "event_time": ch["ts_ms"],
+         "status": "completed"}), mode="overwrite", storage_options=cfg.storage.storage_options or None)
+
+
 def run(cfg, args: argparse.Namespace) -> dict:
     from oneloc.ports import free_ports
     from oneloc.serving.untrained import untrained_checkpoint
+    from oneloc.streaming.dataset import dataset_catalog
 
     size = (getattr(args, "sizes", "") or "default").split(",")[0]
     seconds = float(getattr(args, "rounds", 0) or 10)
     tmp = tempfile.mkdtemp(prefix="oneloc-bench-serve-")
-    checkpoint = cfg.serve.checkpoint or str(untrained_checkpoint(f"{tmp}/bench.pt", size))
+    checkpoint = cfg.serve.checkpoint or str(untrained_checkpoint(f"{tmp}/bench.pt",
+                                                                  dataset_catalog(cfg.replay.dataset), size))
     cfg = cfg.model_copy(deep=True)
-    cfg.serve.bootstrap = "dataset"
+    cfg.storage.root = f"{tmp}/state"
+    cfg.serve.bootstrap = "delta"
+    dataset_orders(cfg)
     device = getattr(args, "device", "cpu") or "cpu"
     if device != "cpu":
         return gpu_run(cfg, checkpoint, device, int(getattr(args, "rounds", 0) or 30)) | {"model_size": size}
     # replicas pinned at serve.max_replicas: the steady state at full scale, not a scale-up transient
-    cfg.serve = cfg.serve.model_copy(update={"follow_orders": False, "bootstrap": "dataset", "checkpoint": checkpoint,
+    cfg.serve = cfg.serve.model_copy(update={"follow_orders": False, "bootstrap": "delta", "checkpoint": checkpoint,
                                              "port": free_ports(1)[0], "min_replicas": cfg.serve.max_replicas})
     # the model at its best batched throughput: the best of several batch sizes (throughput flattens past 16)
     sizes = sorted({8, 16, 32, cfg.serve.max_batch_size})

@@ -6,6 +6,10 @@ at least as wide as the number of items this is exhaustive scoring. Call it on a
 (dropout off) for deterministic results.
 
     items, scores = beam_search(model, batch, trie, k=10)   # (B, k) item indices (1..N, -1 = none), (B, k)
+    items, scores = beam_search(model, batch, trie, k=10, reach=reach)   # only each request's allowed items
+
+``reach``: per level, (B, n_{l+1}) bool, request b's ``trie.reach(item_ok_b)``: a code is allowed only where an
+allowed item lies below it, so no beam is spent on a prefix that cannot finish.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from oneloc.model.trie import Trie
 
 
 @torch.no_grad()
-def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None) -> tuple[torch.Tensor, ...]:
+def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = None,
+                reach: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
     beam = max(beam or 2 * k, k)
     memory = model.encode(batch)                                                # Memory of B requests
     cache = model.start_decoding(memory)                                        # keys/values kept per beam
@@ -32,6 +37,9 @@ def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = 
         logp = model.step_logprobs(memory, prefix.view(B * W, level), cache).view(B, W, -1)  # (B, W, K)
         K = logp.size(-1)
         valid = trie.valid[level][nodes]                                        # (B, W, K)
+        if reach is not None:                                                   # (B, W, K) leads to an allowed item
+            below = trie.child[level][nodes].clamp_min(0).view(B, -1)
+            valid = valid & reach[level].gather(1, below).view(B, W, K)
         cand = (scores[..., None] + logp).masked_fill(~valid, float("-inf"))
         scores, flat = cand.view(B, W * K).topk(min(beam, W * K), dim=1)        # sorted, (B, W')
         parent, code = flat // K, flat % K

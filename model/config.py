@@ -37,6 +37,8 @@ class TokenizerConfig(Section):
     w_cf: float = 1.0
     w_ctx: float = 1.0
     seed: int = 0
+    spare_codes: int = Field(default=8, ge=0, description="extra codes of the last (disambiguation) level, for "
+                             "places that reach the catalog after training (model/new_places.reserve_codes)")
 
 
 class ModelConfig(Section):

@@ -4,7 +4,9 @@ At depth l (0 = root) the trie has n_l nodes; ``valid[l]`` (n_l, K_l) says which
 node and ``child[l]`` (n_l, K_l) gives the node it leads to (at the last depth: the item index, 1..N).
 
     trie = Trie.from_codes(codes, codebook_sizes)     # codes (N, L): row i is the ID of item i + 1
+    trie = Trie.from_codes(codes, sizes, keep=active) # only the items where keep (N,) is True can be generated
     mask = trie.valid[0][node]                       # node (B,) -> (B, K_0) allowed first codes
+    reach = trie.reach(item_ok)                      # item_ok (N + 1,): per depth, the nodes that lead to one
 """
 
 from __future__ import annotations
@@ -19,22 +21,34 @@ class Trie:
         self.child = child      # per depth: (n_l, K_l) long, -1 where invalid
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, codebook_sizes: list[int]) -> Trie:
+    def from_codes(cls, codes: np.ndarray, codebook_sizes: list[int], keep: np.ndarray | None = None) -> Trie:
         codes = np.asarray(codes, dtype=np.int64)
         n, depth = codes.shape
+        items = np.arange(1, n + 1) if keep is None else np.flatnonzero(np.asarray(keep, bool)) + 1
+        rows = codes[items - 1]
         node_of: list[dict[tuple, int]] = [{(): 0}] + [{} for _ in range(depth)]
-        for row in codes:  # number the nodes of each depth in order of first appearance
+        for row in rows:  # number the nodes of each depth in order of first appearance
             for d in range(1, depth):
                 node_of[d].setdefault(tuple(row[:d]), len(node_of[d]))
         valid, child = [], []
         for d in range(depth):
             ch = torch.full((len(node_of[d]), codebook_sizes[d]), -1, dtype=torch.long)
-            for item, row in enumerate(codes, start=1):
+            for item, row in zip(items.tolist(), rows, strict=True):
                 target = item if d == depth - 1 else node_of[d + 1][tuple(row[:d + 1])]
                 ch[node_of[d][tuple(row[:d])], row[d]] = target
             child.append(ch)
             valid.append(ch >= 0)
         return cls(valid, child)
+
+    def reach(self, item_ok: torch.Tensor) -> list[torch.Tensor]:
+        """item_ok (N + 1,) bool -> per level l, (n_{l+1},) bool over the nodes a code at level l leads to (at
+        the last level: the items): True where some allowed item lies below. Beam search takes it per request
+        (``beam_search(..., reach=...)``) to generate only the allowed items, e.g. the places near the user."""
+        out = [item_ok.to(self.child[-1].device)]
+        for d in range(self.depth - 1, 0, -1):
+            below = out[0][self.child[d].clamp_min(0)] & self.valid[d]          # (n_d, K_d)
+            out.insert(0, below.any(1))
+        return out
 
     @property
     def depth(self) -> int:

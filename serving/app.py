@@ -87,7 +87,6 @@ class Model:
     def __init__(self, cfg: dict):
         import torch
 
-        from oneloc.serving.recommender import catalog_categories
         from oneloc.serving.rollout import Rollout
         from oneloc.serving.user_state import OrdersFollower, UserState, bootstrap
 
@@ -100,7 +99,7 @@ class Model:
         self.bootstrapped = bootstrap(self.cfg, self.state)
         self.follower = OrdersFollower(self.cfg, self.state).start() if s.follow_orders else None
         self.index, self.index_checked = self._load_index(), time.monotonic()
-        self.categories = catalog_categories(self.cfg)
+        self.catalog, self.catalog_checked = self._read_catalog(), time.monotonic()
         self.rollout = Rollout(load=self._load)
         self.rollout.set_source(s.checkpoint or self.cfg.storage.path(self.cfg.storage.checkpoints))
         self.recommend_batch.set_max_batch_size(s.max_batch_size)  # the wait is the ingress's (Batcher)
@@ -110,7 +109,29 @@ class Model:
     def _load(self, path):
         from oneloc.serving.recommender import Recommender
 
-        return Recommender.from_checkpoint(path, self.cfg, self.state, self.index, self.categories, self.device)
+        return Recommender.from_checkpoint(path, self.cfg, self.state, self.index, self.catalog, self.device)
+
+    def _read_catalog(self):
+        """The stream's POI catalog (the Delta ``pois`` table, streaming/catalog.py) at its latest version;
+        None while there is none (the checkpoint's places are served as they are)."""
+        from oneloc.streaming.catalog import read_catalog, table_version
+
+        return read_catalog(self.cfg) if table_version(self.cfg) >= 0 else None
+
+    def _refresh_catalog(self) -> None:
+        """A newer catalog version: the serving model moves to it (new places get IDs, closed ones are masked,
+        the area follows); a failure keeps the places served now."""
+        from oneloc.streaming.catalog import table_version
+
+        try:
+            if table_version(self.cfg) == getattr(self.catalog, "version", -1):
+                return
+            catalog = self._read_catalog()
+            self.rollout.update(lambda rec: rec.with_catalog(catalog))
+            self.catalog = catalog  # after the swap: a failure is retried on the next poll
+        except Exception as e:
+            log.warning("catalog refresh failed, serving the places of version %s: %s",
+                        getattr(self.catalog, "version", None), e)
 
     def _load_index(self):
         from oneloc.streaming.neighbor_index import NeighborIndex
@@ -118,12 +139,16 @@ class Model:
         return NeighborIndex.load(self.cfg)
 
     def _watch(self) -> None:
-        """Poll the checkpoint source (rollouts) and the neighbor index table (its latest version)."""
+        """Poll the checkpoint source (rollouts), the catalog table and the neighbor index table (their latest
+        versions)."""
         s = self.cfg.serve
         every = s.watch_interval_s if s.watch_interval_s > 0 else s.index_refresh_s
         while not self._stop.wait(every):
             if s.watch_interval_s > 0:
                 self.rollout.poll()
+            if time.monotonic() - self.catalog_checked >= s.catalog_refresh_s:
+                self.catalog_checked = time.monotonic()
+                self._refresh_catalog()
             if time.monotonic() - self.index_checked >= s.index_refresh_s:
                 self.index_checked = time.monotonic()
                 try:
@@ -164,6 +189,9 @@ class Model:
                 "last_error": self.rollout.last_error, "device": self.device,
                 "users": self.state.num_users, "orders_applied": self.state.events_seen,
                 "bootstrapped_events": self.bootstrapped, "index_version": getattr(self.index, "version", None),
+                "catalog_version": getattr(getattr(rec, "served", None), "version", None),
+                "places_active": getattr(rec, "num_active", None),
+                "places_added": getattr(getattr(rec, "served", None), "added", None),
                 "follower_errors": self.follower.errors if self.follower else 0}
 
     def __del__(self):

@@ -3,7 +3,7 @@ and block until Ctrl-C.
 
     oneloc serve --checkpoint .oneloc/checkpoints        # the newest checkpoint of a folder, or a file
     oneloc --set serve.port=8080 --set serve.max_replicas=4 serve
-    oneloc serve --untrained                             # random weights on the NYC catalog (smoke tests)
+    oneloc serve --untrained                             # random weights on the ingested POI catalog (smoke tests)
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="", help="checkpoint file or folder (default: serve.checkpoint, "
                                                     "else storage.checkpoints)")
     p.add_argument("--untrained", action="store_true",
-                   help="write and serve a random-weight checkpoint of model.size (serving mechanics only)")
+                   help="write and serve a random-weight checkpoint of model.size on the ingested POI catalog "
+                        "(the Delta pois table; serving mechanics only)")
     p.add_argument("--for-seconds", type=float, default=0.0, help="stop after this long (0 = until Ctrl-C)")
 
 
@@ -64,10 +65,16 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint
     if args.untrained:
+        from oneloc.errors import ConfigError
         from oneloc.serving.untrained import untrained_checkpoint
+        from oneloc.streaming.catalog import read_catalog
 
+        try:
+            catalog = read_catalog(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"--untrained fits its semantic IDs on the stream's POI catalog: {e}") from None
         checkpoint = str(untrained_checkpoint(f"{cfg.storage.path(cfg.storage.checkpoints)}/untrained.pt",
-                                              cfg.model.size))
+                                              catalog, cfg.model.size, h3_resolution=cfg.index.h3_resolution))
     owns_ray = not ray.is_initialized() and not cfg.ray.address
     # SIGTERM (a service manager, `kill`) stops like Ctrl-C: through the finally below, not by dying
     # with Ray's processes left behind. Set again once Ray is up: ray.init installs its own handler,

@@ -23,6 +23,8 @@ class ServeConfig(Section):
                                                     "empty = the folder storage.checkpoints")
     watch_interval_s: float = Field(default=2.0, description="poll the checkpoint for a new version (0 = off)")
     index_refresh_s: float = Field(default=30.0, description="reload the neighbor index when its table changed")
+    catalog_refresh_s: float = Field(default=10.0, description="move to the POI catalog's newest version when its "
+                                     "table changed (new places get IDs, closed ones are masked)")
     num_cpus: float = Field(default=0.5, description="Ray CPUs per model replica (fractional)")
     num_gpus: float = Field(default=-1.0, description="GPUs per model replica; -1 = 0.5 if the cluster has one")
     torch_threads: int = Field(default=1, description="torch intra-op threads per model replica")
@@ -44,7 +46,10 @@ class ServeConfig(Section):
     # answers
     popular_weight: float = Field(default=0.7, ge=0.0, le=1.0,
                                   description="no history: p = w * neighbourhood popularity + (1 - w) * model")
-    area_margin_km: float = Field(default=5.0, description="served area = the catalog's bounding box + this")
+    max_distance_km: float = Field(default=50.0, ge=0, description="recommend only places within this of the "
+                                   "request (plus its ~3 km H3 cell); 0 = anywhere in the catalog")
+    area_margin_km: float = Field(default=5.0, gt=0, description="served area = the points within this of an "
+                                  "active place of the catalog (several cities, no bounding box)")
     # live user state: the orders stream
     follow_orders: bool = Field(default=True, description="a Kafka consumer thread per replica keeps "
                                                           "user histories current")
@@ -52,9 +57,9 @@ class ServeConfig(Section):
         default="earliest", description="where the consumer starts (earliest = rebuild histories from the log)")
     poll_timeout_s: float = Field(default=0.1, description="consumer poll; bounds the added freshness delay")
     freshness_s: float = Field(default=5.0, description="an order is served within this (tests check it)")
-    bootstrap: Literal["none", "delta", "dataset"] = Field(
-        default="none", description="histories loaded at start: the ingest job's orders table, or the "
-                                    "bundled dataset (benchmarks, no Kafka); the stream adds to them")
+    bootstrap: Literal["none", "delta"] = Field(
+        default="none", description="histories loaded at start: the ingest job's orders table (Delta); the "
+                                    "stream adds to them")
 
 
 # Ray Serve settings of the processes (read when they start, so they go in the environment of the Ray

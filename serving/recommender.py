@@ -1,9 +1,11 @@
-"""The recommender a Serve replica runs, as a plain class (no Ray, no HTTP): the loaded model, its
-tokenizer (the POI catalog of semantic IDs), the location context, the neighbor index and the live user
-state; ``recommend_batch`` answers a batch of requests with one batched constrained beam search.
+"""The recommender a Serve replica runs, as a plain class (no Ray, no HTTP): the loaded model, the places
+it serves (its tokenizer's semantic IDs with the stream's catalog over them, serving/catalog.py), the
+location context, the neighbor index and the live user state; ``recommend_batch`` answers a batch of
+requests with one batched constrained beam search.
 
-    rec = Recommender.from_checkpoint("model.pt", cfg, state)      # CheckpointError if unusable
+    rec = Recommender.from_checkpoint("model.pt", cfg, state, catalog=read_catalog(cfg))  # CheckpointError if unusable
     answers = rec.recommend_batch([RecommendationRequest(user_id="42", lat=40.75, lng=-73.98, k=10)])
+    rec = rec.with_catalog(read_catalog(cfg))      # a newer catalog version: same model, places updated
 
 Answers, per request:
 - a user with history (events of the live state, before the request time, of POIs the model knows):
@@ -11,10 +13,14 @@ Answers, per request:
 - a user without: the neighbourhood's popular POIs from the neighbor index mixed with the model's prior
   for this location (empty history, same neighbor prompt): p = w * popularity share + (1 - w) * p_model,
   score = log p (``strategy = popular``; w = ``serve.popular_weight``; with an empty index: the model);
-- a location outside the served area (the catalog's bounding box plus ``serve.area_margin_km``): no
-  recommendation, an ``ErrorBody`` (422, field ``location``): a POI list from another city would be
+- a location outside the served area (farther than ``serve.area_margin_km`` from every active place of
+  the catalog; several cities are several areas): no recommendation, an ``ErrorBody`` (422, field
+  ``location``, the distance to the nearest place in the reason): a POI list from another city would be
   wrong, and the client can tell the user the service is not available there.
-Every item is a POI of the checkpoint's catalog, distinct, sorted by score (best first).
+Every item is an active place of the served catalog (closed places are masked in the trie and dropped from
+the popular mix) within ``serve.max_distance_km`` of the request (the beam search generates only those:
+per request, the trie nodes that lead to one, cached per H3 cell; 0 = anywhere), distinct, sorted by score
+(best first); fewer than k when fewer places are that near.
 """
 
 from __future__ import annotations
@@ -22,18 +28,24 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import OrderedDict
 from pathlib import Path
 
+import h3
 import numpy as np
 import torch
 
-from oneloc.evaluation.metrics import haversine_km
 from oneloc.model.batch import make_batch
 from oneloc.model.beam_search import beam_search
 from oneloc.model.checkpoint import CheckpointError, load_checkpoint
+from oneloc.model.geo import CatalogContext, haversine_km
+from oneloc.model.new_places import with_item_codes
+from oneloc.model.trie import Trie
+from oneloc.serving.catalog import ServedCatalog, served_catalog
 from oneloc.serving.schemas import ErrorBody, Item, RecommendationRequest, RecommendationResponse
 
-KM_PER_DEG = 111.195
+SCOPE_RES = 6        # H3 resolution of the cells whose nearby places are cached (edge ~3 km)
+SCOPE_CACHE = 512    # cells kept (least recently used out)
 
 
 def model_version(path: str | Path, extra: dict) -> str:
@@ -44,43 +56,61 @@ def model_version(path: str | Path, extra: dict) -> str:
     return f"{Path(path).stem}-{digest}"
 
 
-def served_area(lat: np.ndarray, lng: np.ndarray, margin_km: float) -> tuple[float, float, float, float]:
-    """(lat_min, lat_max, lng_min, lng_max) of the catalog plus ``margin_km`` on every side."""
-    dlat = margin_km / KM_PER_DEG
-    dlng = margin_km / (KM_PER_DEG * max(math.cos(math.radians(float(np.abs(lat).max()))), 1e-6))
-    return float(lat.min()) - dlat, float(lat.max()) + dlat, float(lng.min()) - dlng, float(lng.max()) + dlng
-
-
 class Recommender:
-    def __init__(self, model, tok, version: str, context, index, state, categories: dict[str, str], cfg,
+    def __init__(self, model, served: ServedCatalog, version: str, context_source: str, index, state, cfg,
                  device: str = "cpu"):
-        self.model, self.tok, self.version, self.context, self.index = model, tok, version, context, index
+        self.base_model, self.served, self.version, self.index = model, served, version, index
+        self.context_source = context_source
         self.state, self.cfg, self.device = state, cfg, device
-        self.trie = tok.trie().to(device)
+        self.tok = tok = served.tok
+        self.model = with_item_codes(model, tok) if tok.num_items + 1 != model.item_codes.size(0) else model
+        self.context = _context(tok, context_source, index)
+        self.trie = Trie.from_codes(tok.codes, tok.codebook_sizes, keep=served.active).to(device)
+        self.num_active = int(served.active.sum())
         self.max_len = model.cfg.max_history
         self.key = {str(p): p for p in tok.poi_ids.tolist()}                 # "123" -> the tokenizer's id
         self.ids = [str(p) for p in tok.poi_ids.tolist()]                    # item index - 1 -> poi_id
-        self.categories = [categories.get(p, "") for p in self.ids]
-        self.area = served_area(tok.lat, tok.lng, cfg.serve.area_margin_km)
+        self.categories = served.categories
+        self.area = served.area
+        self._scopes: OrderedDict[str, tuple] = OrderedDict()   # cell -> (item_ok (N + 1,), trie.reach(item_ok))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg, state, index=None, categories: dict | None = None,
+    def from_checkpoint(cls, path: str | Path, cfg, state, index=None, catalog=None,
                         device: str = "cpu") -> Recommender:
         """Load and check a checkpoint: CheckpointError when it cannot serve (corrupt, incompatible with
         this code, or failing a smoke request). ``index``: the live NeighborIndex (``NeighborIndex.load``)
-        for the popular path and index-context checkpoints; None = none (the model's prior alone)."""
+        for the popular path and index-context checkpoints; None = none (the model's prior alone).
+        ``catalog``: the stream's catalog (streaming.catalog.PoiCatalog) over the checkpoint's places; None =
+        the checkpoint's places as they are."""
         model, tok, _, extra = load_checkpoint(path)  # on CPU (the tokenizer's arrays), then the model moves
         model = model.to(device)
-        context = _context(tok, extra.get("context", "catalog"), index)
-        rec = cls(model, tok, model_version(path, extra), context, index, state,
-                  categories if categories is not None else catalog_categories(cfg), cfg, device)
-        try:  # a smoke request at the catalog's centre: shapes, context size, trie
-            lat, lng = float(np.median(tok.lat)), float(np.median(tok.lng))
-            out = rec.recommend_batch([RecommendationRequest(user_id="__smoke__", lat=lat, lng=lng, k=1)])
-            assert isinstance(out[0], RecommendationResponse) and len(out[0].items) == 1, out[0]
+        served = served_catalog(tok, model.cfg, catalog, cfg.serve.area_margin_km)
+        rec = cls(model, served, model_version(path, extra), extra.get("context", "catalog"), index, state, cfg,
+                  device)
+        try:
+            rec.smoke()
         except Exception as e:
             raise CheckpointError(f"{path} loads but cannot serve: {e!r}") from e
         return rec
+
+    def with_catalog(self, catalog) -> Recommender:
+        """The same model over a newer catalog: places added since keep their IDs, new ones get theirs, closed
+        ones are masked, the area follows."""
+        served = served_catalog(self.tok, self.base_model.cfg, catalog, self.cfg.serve.area_margin_km)
+        rec = Recommender(self.base_model, served, self.version, self.context_source, self.index, self.state,
+                          self.cfg, self.device)
+        rec.smoke()
+        return rec
+
+    def smoke(self) -> None:
+        """A request at an active place: shapes, context size, trie (nothing to check without one)."""
+        open_ = np.flatnonzero(self.served.active)
+        if not len(open_):
+            return
+        i = open_[len(open_) // 2]
+        r = RecommendationRequest(user_id="__smoke__", lat=float(self.tok.lat[i]), lng=float(self.tok.lng[i]), k=1)
+        out = self.recommend_batch([r])
+        assert isinstance(out[0], RecommendationResponse) and len(out[0].items) == 1, out[0]
 
     def set_index(self, index) -> None:
         """A newer neighbor index (its table changed): the popular path, and the context if it reads it."""
@@ -89,8 +119,29 @@ class Recommender:
             self.context = _IndexContext(index, self.tok.ctx_dim)
 
     def in_area(self, lat: float, lng: float) -> bool:
-        a = self.area
-        return a[0] <= lat <= a[1] and a[2] <= lng <= a[3]
+        return self.area.contains(lat, lng)
+
+    def scope(self, lat: float, lng: float) -> tuple[np.ndarray, list | None]:
+        """The places a request here may get: (N + 1,) bool over item indices (active, and within
+        ``serve.max_distance_km`` of the request's H3 cell: its centre, plus the cell's radius) and the trie
+        nodes that lead to them (None: no distance limit)."""
+        limit = self.cfg.serve.max_distance_km
+        if limit <= 0:
+            return np.concatenate([[False], self.served.active]), None
+        cell = h3.latlng_to_cell(lat, lng, SCOPE_RES)
+        hit = self._scopes.get(cell)
+        if hit is None:
+            c_lat, c_lng = h3.cell_to_latlng(cell)
+            corner = np.array(h3.cell_to_boundary(cell))
+            radius = float(haversine_km(c_lat, c_lng, corner[:, 0], corner[:, 1]).max())
+            ok = np.concatenate([[False], self.served.active &
+                                 (haversine_km(c_lat, c_lng, self.tok.lat, self.tok.lng) <= limit + radius)])
+            hit = self._scopes[cell] = (ok, [t.to(self.device) for t in self.trie.reach(torch.from_numpy(ok))])
+            if len(self._scopes) > SCOPE_CACHE:
+                self._scopes.popitem(last=False)
+        else:
+            self._scopes.move_to_end(cell)
+        return hit
 
     def _history(self, r: RecommendationRequest) -> tuple[list, list[int], str | None]:
         """The user's events before the request time, of POIs the model knows: (ids, times, last poi)."""
@@ -98,11 +149,13 @@ class Recommender:
         known = [(self.key[p], t) for p, t in events if p in self.key][-self.max_len:]
         return [p for p, _ in known], [t for _, t in known], (events[-1][0] if events else None)
 
-    def _popular(self, r: RecommendationRequest, items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _popular(self, r: RecommendationRequest, items: np.ndarray, scores: np.ndarray,
+                 allowed: np.ndarray) -> tuple[np.ndarray, ...]:
         """Mix the neighbourhood's popularity share with the model's probabilities (module docstring)."""
         hit = self.index.lookup(r.lat, r.lng) if self.index is not None else None
         pairs = [(self.tok.index_of(self.key[p]), o) for p, o in zip(hit.poi_ids, hit.orders, strict=True)
                  if p in self.key] if hit is not None else []
+        pairs = [(i, o) for i, o in pairs if allowed[i]]               # closed or too far: never
         total = float(sum(o for _, o in pairs))
         if total <= 0:
             return items, scores
@@ -139,8 +192,7 @@ class Recommender:
                 live.append(j)
             else:
                 out[j] = ErrorBody(error="outside the served area", field="location", status=422,
-                                   reason=f"({r.lat}, {r.lng}) is not within {self.cfg.serve.area_margin_km} km "
-                                          f"of the catalog's area {[round(x, 4) for x in self.area]}")
+                                   reason=self.area.refusal(r.lat, r.lng))
         if not live:
             return out
         reqs = [requests[j] for j in live]
@@ -150,14 +202,18 @@ class Recommender:
         batch = make_batch(self.tok, [h[0] for h in hists], [h[1] for h in hists],
                            [r.time_ms if r.time_ms is not None else now for r in reqs],
                            [(r.lat, r.lng) for r in reqs], nbr, max_len=self.max_len, device=self.device)
-        k = min(max(r.k for r in reqs), self.tok.num_items)
-        items, scores = beam_search(self.model, batch, self.trie, k=k, beam=max(self.cfg.serve.beam or 2 * k, k))
+        k = min(max(r.k for r in reqs), self.num_active)
+        scopes = [self.scope(r.lat, r.lng) for r in reqs]
+        reach = None if scopes[0][1] is None else [torch.stack([s[1][lv] for s in scopes])   # per level (B, n)
+                                                   for lv in range(self.trie.depth)]
+        items, scores = beam_search(self.model, batch, self.trie, k=k, beam=max(self.cfg.serve.beam or 2 * k, k),
+                                    reach=reach)
         items, scores = items.cpu().numpy(), scores.cpu().float().numpy()               # (B, k) each
         for b, (j, r) in enumerate(zip(live, reqs, strict=True)):
             ids, times, last = hists[b]
             it, sc = items[b], scores[b]
             if not ids:
-                it, sc = self._popular(r, it, sc)
+                it, sc = self._popular(r, it, sc, scopes[b][0])
             out[j] = self._answer(r, len(ids), last, it, sc)
         return out
 
@@ -179,14 +235,4 @@ class _IndexContext:
 def _context(tok, source: str, index):
     if source == "index":
         return _IndexContext(index, tok.ctx_dim)
-    from oneloc.ray_jobs.data import CatalogContext
-
     return CatalogContext.of(tok)
-
-
-def catalog_categories(cfg) -> dict[str, str]:
-    """poi_id (str) -> category name, from the bundled dataset's POI catalog."""
-    from oneloc.streaming.dataset import load_pois
-
-    pois = load_pois(cfg.replay.dataset)
-    return dict(zip(pois["poi_id"].astype(str), pois["category"].fillna(""), strict=True))

@@ -4,6 +4,7 @@
     ro.set_source("/ckpts")       # a file, or a folder (its newest *.pt): load now; raises if none can serve
     ro.poll()                     # watcher tick: a new or changed file is loaded and swapped in
     rec = ro.current              # what a batch uses: read once per batch, so in-flight batches finish on it
+    ro.update(lambda rec: rec.with_catalog(catalog))   # the serving model over newer data (raises: unchanged)
 
 A new checkpoint is loaded and smoke-tested on the side (``load``), then swapped in with one assignment:
 a batch that started on the old model finishes on it and its answers carry the old version. A checkpoint
@@ -71,6 +72,13 @@ class Rollout:
     def poll(self) -> bool:
         """Load the source's checkpoint if it changed since the last look. True when a new model serves."""
         return bool(self.source) and self._try(force=False)
+
+    def update(self, change: Callable[[object], object]) -> None:
+        """Swap in ``change(current)`` (e.g. the same model over a newer catalog), under the load lock so a
+        rollout and an update never interleave. Raises what ``change`` raises; the current one stays then."""
+        with self._lock:
+            if self.current is not None:
+                self.current = change(self.current)
 
     def _try(self, force: bool) -> bool:
         with self._lock:

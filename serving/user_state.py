@@ -6,7 +6,7 @@ within ``serve.poll_timeout_s`` plus the broker's delivery time.
     state.add("42", "1234", ts_ms)                      # oldest first; the latest max_len per user are kept
     state.history("42", before_ms=now)                  # -> [(poi_id, ts_ms), ...] oldest first
     follower = OrdersFollower(cfg, state).start()       # thread: orders topic -> state; .stop()
-    bootstrap(cfg, state)                               # optional: histories from Delta or the bundled data
+    bootstrap(cfg, state)                               # optional: histories from the Delta orders table
 
 Each replica reads every partition itself (assign, no consumer group rebalancing, no commits): state is
 per replica and rebuilt from the log at start (``serve.orders_start = earliest``). Cancelled and refunded
@@ -34,12 +34,16 @@ class UserState:
         self.events_seen = 0
         self.last_event_at = 0.0  # wall clock of the last event applied
 
-    def add(self, user_id: str, poi_id: str, ts_ms: int) -> None:
-        """Insert in time order (events may arrive late); keep the latest ``max_len``."""
+    def add(self, user_id: str, poi_id: str, ts_ms: int) -> bool:
+        """Insert in time order (events may arrive late); keep the latest ``max_len``. An event the user has
+        already (same POI, same time: the Delta warm-up and the topic replayed from the start) is skipped:
+        False."""
         with self._lock:
             q = self._events.get(user_id)
             if q is None:
                 q = self._events[user_id] = deque(maxlen=self.max_len)
+            if (poi_id, ts_ms) in q:
+                return False
             if not q or q[-1][1] <= ts_ms:
                 q.append((poi_id, ts_ms))
             else:  # late event: rare, rebuild the deque in order
@@ -49,6 +53,7 @@ class UserState:
                 q.extend(items[-self.max_len:])
             self.events_seen += 1
             self.last_event_at = time.time()
+            return True
 
     def history(self, user_id: str, before_ms: int | None = None) -> list[tuple[str, int]]:
         """The user's events, oldest first (only those at or before ``before_ms`` when given)."""
@@ -65,11 +70,10 @@ class UserState:
 
 
 def apply_order(state: UserState, record: dict) -> bool:
-    """One decoded Order record -> the state. False when skipped (its status)."""
+    """One decoded Order record -> the state. False when skipped (its status, or an event already held)."""
     if record.get("status", "completed") in SKIP_STATUS:
         return False
-    state.add(str(record["user_id"]), str(record["poi_id"]), int(record["event_time"]))
-    return True
+    return state.add(str(record["user_id"]), str(record["poi_id"]), int(record["event_time"]))
 
 
 class OrdersFollower:
@@ -139,28 +143,22 @@ class OrdersFollower:
 
 
 def bootstrap(cfg, state: UserState) -> int:
-    """Load histories at start (``serve.bootstrap``): 'delta' = the ingest job's orders table, 'dataset' =
-    the bundled check-ins (benchmarks and demos without Kafka). Returns the events loaded."""
-    source = cfg.serve.bootstrap
-    if source == "none":
+    """Load histories at start (``serve.bootstrap = delta``: the ingest job's orders table, the stream's
+    events; ``none``: nothing). Returns the events loaded."""
+    if cfg.serve.bootstrap == "none":
         return 0
-    if source == "dataset":
-        from oneloc.streaming.dataset import load_checkins
+    from oneloc.streaming.delta_sink import open_table
 
-        df = load_checkins(cfg.replay.dataset)[["user_id", "poi_id", "ts_ms"]]
-    else:
-        from oneloc.streaming.delta_sink import open_table
+    dt = open_table(cfg.storage.table("orders"), cfg.storage.storage_options)
+    if dt is None:
+        return 0
+    df = dt.to_pandas(columns=["user_id", "poi_id", "event_time", "status"])
+    df = df[~df["status"].isin(SKIP_STATUS)].rename(columns={"event_time": "ts_ms"})
+    if df["ts_ms"].dtype.kind == "M":  # a timestamp column
+        import pandas as pd
 
-        dt = open_table(cfg.storage.table("orders"), cfg.storage.storage_options)
-        if dt is None:
-            return 0
-        df = dt.to_pandas(columns=["user_id", "poi_id", "event_time", "status"])
-        df = df[~df["status"].isin(SKIP_STATUS)].rename(columns={"event_time": "ts_ms"})
-        if df["ts_ms"].dtype.kind == "M":  # a timestamp column
-            import pandas as pd
-
-            t = pd.to_datetime(df["ts_ms"], utc=True)
-            df["ts_ms"] = (t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+        t = pd.to_datetime(df["ts_ms"], utc=True)
+        df["ts_ms"] = (t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
     df = df.sort_values("ts_ms", kind="stable").groupby("user_id").tail(state.max_len)
     for u, p, t in zip(df["user_id"].astype(str), df["poi_id"].astype(str), df["ts_ms"].astype("int64"), strict=True):
         state.add(u, p, int(t))

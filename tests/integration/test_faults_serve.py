@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from oneloc.serving.untrained import untrained_checkpoint
+from oneloc.streaming.dataset import dataset_catalog
 from tests.integration.fixtures_kafka import free_ports
 from tests.integration.fixtures_serve import replica_names, replica_states, retries, two_replica_cfg
 
@@ -50,7 +51,8 @@ def served(ray_session, tmp_path_factory):
     from oneloc.serving.app import build_app
 
     root = tmp_path_factory.mktemp("serve-faults")
-    ckpt = untrained_checkpoint(root / "checkpoints" / "v1.pt", "tiny", seed=0, model_version="v1")
+    ckpt = untrained_checkpoint(root / "checkpoints" / "v1.pt", dataset_catalog(), "tiny", seed=0,
+                                model_version="v1")
     port = free_ports(1)[0]
     cfg = two_replica_cfg(root, ckpt, port, max_batch_size=8)
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -1,5 +1,5 @@
 """The Serve application end to end: real Ray Serve on 127.0.0.1, a real Kafka broker for freshness, a tiny
-random-weight model on the real NYC POI catalog. One application for the module (startup is the cost);
+random-weight model on the real NYC POI catalog (the offline adapter's, asked for explicitly). One application for the module (startup is the cost);
 the tests run in file order and the autoscaling one is last."""
 
 import math
@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from oneloc.serving.untrained import untrained_checkpoint
+from oneloc.streaming.dataset import dataset_catalog
 from tests.integration.fixtures_kafka import free_ports, with_fresh_topics
 
 pytestmark = pytest.mark.timeout(240)
@@ -39,9 +40,10 @@ def served(ray_session, kafka_cfg, tmp_path_factory):
     cfg = with_fresh_topics(kafka_cfg, root)
     apply_topics(cfg)
     ckpts = root / "checkpoints"
-    untrained_checkpoint(ckpts / "v1.pt", "tiny", seed=0, model_version="v1")
+    untrained_checkpoint(ckpts / "v1.pt", dataset_catalog(), "tiny", seed=0, model_version="v1")
     port = free_ports(1)[0]
     cfg.storage.root = str(root / "state")
+    _nyc_catalog_table(cfg)
     cfg.serve = cfg.serve.model_copy(update=dict(
         port=port, checkpoint=str(ckpts), watch_interval_s=0.5, freshness_s=5.0, orders_start="earliest",
         min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1.0, downscale_delay_s=3.0,
@@ -52,6 +54,15 @@ def served(ray_session, kafka_cfg, tmp_path_factory):
     yield s
     s.http.close()
     serve.shutdown()
+
+
+def _nyc_catalog_table(cfg) -> None:
+    """The NYC catalog as the Delta ``pois`` table (string ids, as the ingest job writes it): where the replicas
+    take their categories and area from."""
+    from deltalake import write_deltalake
+
+    df = dataset_catalog().frame().drop(columns="category_key").assign(poi_id=lambda d: d["poi_id"].astype(str))
+    write_deltalake(cfg.storage.table("pois"), df)
 
 
 def _haversine_m(lat1, lng1, lat2, lng2):
@@ -172,7 +183,7 @@ def test_hot_reload_under_load_without_failures_and_a_corrupt_checkpoint_is_refu
     loader.start()
     try:
         time.sleep(1.0)
-        untrained_checkpoint(served.ckpts / "v2.pt", "tiny", seed=1, model_version="v2")
+        untrained_checkpoint(served.ckpts / "v2.pt", dataset_catalog(), "tiny", seed=1, model_version="v2")
         assert _versions_until(served, "v2", 30), "the new checkpoint was not rolled out"
         refused = served.http.get("/v1/ready").json()["detail"]["refused"]
         corrupt = served.ckpts / "v3.pt"

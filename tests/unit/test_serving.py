@@ -19,6 +19,7 @@ from oneloc.serving.recommender import Recommender
 from oneloc.serving.rollout import Rollout, resolve_checkpoint
 from oneloc.serving.schemas import ErrorBody, RecommendationRequest, RecommendationResponse
 from oneloc.serving.user_state import UserState, apply_order
+from oneloc.streaming.catalog import from_frame
 from oneloc.streaming.neighbor_index import NeighborIndex
 from oneloc.streaming.neighbor_state import apply_orders, apply_pois, empty_state
 
@@ -118,11 +119,18 @@ def _haversine_m(lat1, lng1, lat2, lng2):
     return 2 * 6371008.8 * math.asin(math.sqrt(a))
 
 
+def _catalog(tok, **columns):
+    """The stream's catalog (streaming/catalog.py) of the tokenizer's places, string ids, all active."""
+    df = pd.DataFrame({"poi_id": [str(p) for p in tok.poi_ids], "category": [f"cat-{p % 7}" for p in tok.poi_ids],
+                       "category_id": None, "lat": tok.lat, "lng": tok.lng, "avg_spend": 10.0, "currency": "EUR",
+                       "active": True} | columns)
+    return from_frame(df, "test", 1)
+
+
 def _recommender(ckpt, state, index=None):
     cfg = load_config()
-    cats = {str(p): f"cat-{p % 7}" for p in range(1, N + 1)}
     return Recommender.from_checkpoint(ckpt, cfg, state, index=index or _index(cfg, _tokenizer(), {}),
-                                       categories=cats)
+                                       catalog=_catalog(_tokenizer()))
 
 
 def test_recommend_batch_history_and_popular(ckpt):
