@@ -21,6 +21,11 @@ def write_samples_and_pois(cfg, parts: dict[str, pd.DataFrame]) -> None:
                          "hist_poi": [str(p) for p in r["hist_poi"]], "hist_ts": list(r["hist_ts"]), "topic": "t",
                          "partition": 0, "offset": len(rows)})
     write_deltalake(cfg.storage.table("samples"), pa.Table.from_pylist(rows, schema=_schema()), partition_by=["split"])
+    write_pois(cfg)
+
+
+def write_pois(cfg) -> None:
+    """The "pois" table: the dataset's POIs with string ids."""
     pois = dataset_catalog().frame().rename(columns={"category_key": "category_id"})
     write_deltalake(cfg.storage.table("pois"), pa.Table.from_pandas(pois.assign(poi_id=pois["poi_id"].astype(str)),
                                                                     preserve_index=False))

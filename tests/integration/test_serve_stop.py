@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from oneloc.config import load_config
 from oneloc.ports import free_ports
+from tests.integration.fixtures_delta import write_pois
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +57,7 @@ def _listen_addresses(port: int) -> set[str]:
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_stops_promptly_leaves_nothing_and_binds_side_ports_to_loopback(tmp_path, sig):
+    write_pois(load_config(overrides=[f"storage.root={tmp_path / 'state'}"]))  # --untrained fits on the catalog
     marker = uuid.uuid4().hex
     port, stats, metrics = free_ports(3)
     env = dict(os.environ, ONELOC_TEST_MARK=marker, RAY_SERVE_HAPROXY_STATS_PORT=str(stats),
