@@ -1,6 +1,6 @@
 # End to end on the GPU machine (2 x H200), from the project root: Delta samples table (the ingest's shard writer,
 # no Kafka) -> pre-training on Ray Train with 2 GPUs (validation, checkpoint) -> resume for a second epoch ->
-# DPO on 2 GPUs from the best checkpoint -> pre-training on 1 GPU. Summaries -> $OUT/e2e.json.
+# DPO on 2 GPUs from the best checkpoint -> pre-training on 1 GPU. Stages and run summaries -> $OUT/runs.json.
 #   OUT=/tmp/out bash docs/results/gpu/run_e2e.sh
 . docs/results/gpu/setup.sh
 stage delta_samples 120 python3 -m oneloc.benchmarks.delta_samples
@@ -9,11 +9,3 @@ stage train_2gpu_resume 240 oneloc --set train.log_every=100 train --gpu --worke
 stage rl_2gpu 240 oneloc --set rl.run_name=oneloc-rl-2gpu rl --gpu --workers 2 --max-steps 100 --source delta
 stage train_1gpu 240 oneloc --set train.run_name=oneloc-train-1gpu --set train.log_every=100 train --gpu --workers 1 \
   --epochs 1 --max-steps 300 --source delta
-python3 - <<'PY'
-import json, os, glob
-out = os.environ["OUT"]
-runs = {os.path.basename(p)[:-5]: json.load(open(p)) for p in sorted(glob.glob("/tmp/oneloc-home/checkpoints/*.json"))}
-stages = [json.loads(line) for line in open(f"{out}/stages.jsonl")]
-json.dump({"stages": stages, "runs": runs}, open(f"{out}/e2e.json", "w"), indent=1, default=float)
-print(json.dumps(stages, indent=1))
-PY
