@@ -164,18 +164,21 @@ def run(cfg, args: argparse.Namespace) -> dict:
         out["samples"] = len(data.train)
         if gpu:                                    # the plain loop and Ray Train on the same GPU, batch, model
             torch.set_num_threads(max(1, cfg.train.torch_threads))
-            runs = [plain_loop(cfg, data, tok, steps, sizes[0], device, "stream"),
-                    plain_loop(cfg, data, tok, steps, sizes[0], device, "device"),
-                    ray_workers(cfg, data, tok, 1, steps, sizes[0], True, "stream"),
-                    ray_workers(cfg, data, tok, 1, steps, sizes[0], True, "device")]
-            if torch.cuda.device_count() >= 2:
-                runs.append(ray_workers(cfg, data, tok, 2, steps, sizes[0], True, "device"))
+            bs = getattr(args, "batch", 0) or 0
+            feeds = (getattr(args, "feeds", "") or "stream,device").split(",")
+            runs = []
+            for feed in ("stream", "device"):
+                if feed in feeds:
+                    runs += [plain_loop(cfg, data, tok, steps, sizes[0], device, feed, bs),
+                             ray_workers(cfg, data, tok, 1, steps, sizes[0], True, feed, bs)]
+            if torch.cuda.device_count() >= 2 and "device" in feeds:
+                runs.append(ray_workers(cfg, data, tok, 2, steps, sizes[0], True, "device", bs))
             out["runs"] = runs
             by = {(r["path"], r["feed"], r["workers"]): r for r in runs}
-            plain, ray1 = by[("plain", "device", 1)], by[("ray", "device", 1)]
-            out["ray_vs_plain_per_worker"] = round(ray1["samples_per_s_per_worker"] / plain["samples_per_s_per_worker"], 3)
-            out["ray_stream_vs_plain_stream"] = round(by[("ray", "stream", 1)]["samples_per_s_per_worker"]
-                                                      / by[("plain", "stream", 1)]["samples_per_s_per_worker"], 3)
+            for feed in feeds:
+                out[f"ray_vs_plain_per_worker_{feed}"] = round(by[("ray", feed, 1)]["samples_per_s_per_worker"]
+                                                               / by[("plain", feed, 1)]["samples_per_s_per_worker"], 3)
+            ray1 = by.get(("ray", "device", 1))
             if ("ray", "device", 2) in by:
                 out["speedup_2_vs_1_workers"] = round(by[("ray", "device", 2)]["samples_per_s_total"]
                                                       / ray1["samples_per_s_total"], 2)
@@ -186,9 +189,17 @@ def run(cfg, args: argparse.Namespace) -> dict:
             out["speedup_2_vs_1_workers"] = round(two["samples_per_s_total"] / one["samples_per_s_total"], 2)
     batches = [int(b) for b in (getattr(args, "batches", "") or ("256,1024" if gpu else "128")).split(",")]
     raw_sizes = (getattr(args, "raw_sizes", "") or ",".join(sizes)).split(",")
-    out["raw_step"] = [raw_step(size, device, b, min(steps, 50), amp, peak) for size in raw_sizes for b in batches
+    out["raw_step"] = [_raw_or_oom(size, device, b, min(steps, 50), amp, peak) for size in raw_sizes for b in batches
                        for amp in ((False, True) if gpu else (False,))]
     return out
+
+
+def _raw_or_oom(size: str, device: str, batch: int, steps: int, amp: bool, peak: float) -> dict:
+    try:
+        return raw_step(size, device, batch, steps, amp, peak)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"size": size, "batch": batch, "dtype": "bf16-autocast" if amp else "fp32", "error": "out of memory"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="")
     p.add_argument("--raw-sizes", default="", help="sizes of the raw step (MFU); default --sizes; 'xl' = ~235M")
     p.add_argument("--raw-only", action="store_true", help="only the raw step (no Ray, no data)")
+    p.add_argument("--batch", type=int, default=0, help="per-worker batch of the side-by-side runs (default "
+                                                        "train.batch_size)")
+    p.add_argument("--feeds", default="stream,device", help="feeds of the side-by-side runs")
     p.add_argument("--rounds", type=int, default=0, help="timed steps")
     p.add_argument("--events", type=int, default=0)
     p.add_argument("--peak-tflops", type=float, default=None)
