@@ -138,3 +138,19 @@ def test_guard_refuses_a_tensor_left_on_the_default_device(loop_inputs, tmp_path
     config, train = loop_inputs
     for r in _run(config | {"bad": True}, train, tmp_path):
         assert "left on the default device" in r.get("error", "")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_collectives_on_an_nccl_group(tmp_path):
+    """On a real NCCL group: the collectives work on the GPU, and the pre-fix call (a CPU float64 tensor) fails."""
+    from oneloc.ray_jobs.collectives import all_min, all_sum
+
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        dev = torch.device("cuda", 0)
+        assert all_sum([1.0, 2.5], dev).tolist() == [1.0, 2.5] and all_min(7, dev) == 7
+        with pytest.raises(RuntimeError, match="No backend type associated with device type cpu"):
+            dist.all_reduce(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    finally:
+        dist.destroy_process_group()
