@@ -34,7 +34,7 @@ import torch
 from oneloc.benchmarks._emit import emit
 
 H200_BF16_TFLOPS = 790.0   # measured here: 8192^3 bf16 matmul through PyTorch on an H200 (datasheet dense: 989)
-# sizes beyond model/config.py's presets, for the MFU measurement (about 235M parameters)
+# sizes beyond model/config.py's presets, for the MFU measurement (253M parameters)
 BENCH_SIZES = {"xl": {"size": "large", "d_model": 1024, "n_heads": 16, "enc_layers": 8, "dec_layers": 8,
                       "d_ff": 4096}}
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--sizes", default="default,large")
     p.add_argument("--batches", default="")
-    p.add_argument("--raw-sizes", default="", help="sizes of the raw step (MFU); default --sizes; 'xl' = ~235M")
+    p.add_argument("--raw-sizes", default="", help="sizes of the raw step (MFU); default --sizes; 'xl' = 253M")
     p.add_argument("--raw-only", action="store_true", help="only the raw step (no Ray, no data)")
     p.add_argument("--batch", type=int, default=0, help="per-worker batch of the side-by-side runs (default "
                                                         "train.batch_size)")

@@ -1,6 +1,6 @@
 # The feed and scaling figures on the GPU machine (2 x H200), from the project root: `oneloc bench train --device
 # cuda` (plain loop vs Ray Train with 1 and 2 GPUs, same samples, batch, model and steps; + the raw step) and the
-# raw step's MFU of the larger sizes; the xl size (~235M) trained 2 epochs on 2 GPUs (quality vs default).
+# raw step's MFU of the larger sizes; the xl size (253M) trained 2 epochs on 2 GPUs (quality vs default).
 # -> $OUT/bench_train.json, $OUT/mfu.json, the xl run in $OUT/runs.json
 #   OUT=/tmp/out bash docs/results/gpu/run_bench.sh
 . docs/results/gpu/setup.sh

@@ -1,6 +1,6 @@
 # Second GPU run (2 x H200), from the project root: NCCL between the GPUs, the feed/scaling comparison at larger
 # per-worker batches (device feed: plain loop vs Ray Train 1 and 2 GPUs, all 117k NYC training samples), and the
-# raw step's MFU of the large (48M) and xl (~235M) sizes. -> $OUT/bench_b1024.json, $OUT/bench_b512.json, $OUT/mfu.json
+# raw step's MFU of the large (48M) and xl (253M) sizes. -> $OUT/bench_b1024.json, $OUT/bench_b512.json, $OUT/mfu.json
 #   OUT=/tmp/out bash docs/results/gpu/run_more.sh
 . docs/results/gpu/setup.sh
 stage nccl 90 bash -c "nvidia-smi topo -m; torchrun --nproc_per_node 2 docs/results/gpu/nccl_probe.py"
