@@ -1,17 +1,22 @@
-"""Training benchmark: samples/s per worker on Ray Train (1 vs 2 CPU workers, same run), and the raw
-training step (forward + backward + AdamW) without Ray: samples/s, tokens/s and MFU.
+"""Training benchmark: samples/s per worker through Ray Train against the plain loop, 1 vs 2 workers, and the
+raw training step (forward + backward + AdamW) without Ray: samples/s, tokens/s and MFU.
 
-    oneloc bench train                                            # CPU here: Ray 1 vs 2 workers + raw step
-    python -m oneloc.benchmarks.bench_train --device cuda --sizes default,large   # GPU machine, no Ray
+    oneloc bench train                                   # CPU: Ray 1 vs 2 CPU workers + raw step
+    oneloc bench train --device cuda                     # GPU machine: plain loop vs Ray Train (1, 2 GPUs) + raw step
+    python -m oneloc.benchmarks.bench_train --device cuda --raw-only --raw-sizes default,large,xl --batches 1024,4096
 
-Ray part: ``oneloc train`` itself (ray_jobs/train.py) on ``--events`` real NYC training samples for
-``--rounds`` optimizer steps; ``samples_per_s_per_worker`` counts the training phase only (not the
-validation or checkpointing). Raw part: a synthetic NYC-shaped catalog and batch (bench_model.py:
-5,135 POIs, IDs 3 x 64 + 1 codes, T = 50 history events), so the figures measure the model, not the data.
+On CUDA, side by side in one run, on the same ``--events`` NYC training samples, tokenizer, model size, batch
+(train.batch_size) and ``--rounds`` optimizer steps: the plain loop (train_loop.fit, no Ray) and ``oneloc train``
+(Ray Train + Ray Data, one GPU per worker), each with the device feed (train.feed=device: the shard's batches
+built once on the GPU) and the per-step feed (stream: Ray Data batches -> pandas -> to_batch every step).
+``samples_per_s_per_worker`` is the steady rate (after the first train_loop.WARM_STEPS steps; the feed's build
+time is ``feed_build_s``); the ratios ``ray_vs_plain_per_worker`` and ``speedup_2_vs_1_workers`` are the figures.
+Raw part: a synthetic NYC-shaped catalog and batch (bench_model.py: 5,135 POIs, IDs 3 x 64 + 1 codes, T = 50
+history events), so the figures measure the model, not the data.
 
 FLOPs: counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` over one forward + backward
 (every matmul / attention / conv, 2 FLOPs per multiply-add). MFU = counted FLOPs per step / step time /
-peak FLOP/s of the device (``--peak-tflops``; H100 SXM dense bf16 989 TFLOP/s is the default on CUDA,
+peak FLOP/s (``--peak-tflops``; default on CUDA 790 TFLOP/s, the bf16 matrix rate measured on an H200 here;
 fp32 runs are compared with the same bf16 peak, as MFU usually is). tokens/s counts encoder + decoder
 positions: B * (T + L) per step, T = 50 history events, L = 4 code levels.
 """
@@ -29,7 +34,10 @@ import torch
 
 from oneloc.benchmarks._emit import emit
 
-H100_BF16_TFLOPS = 989.0
+H200_BF16_TFLOPS = 790.0   # measured here: 8192^3 bf16 matmul through PyTorch on an H200 (datasheet dense: 989)
+# sizes beyond model/config.py's presets, for the MFU measurement (253M parameters)
+BENCH_SIZES = {"xl": {"size": "large", "d_model": 1024, "n_heads": 16, "enc_layers": 8, "dec_layers": 8,
+                      "d_ff": 4096}}
 
 
 def synthetic_train_batch(tok, batch: int, history: int, device: str) -> dict:
@@ -60,7 +68,7 @@ def raw_step(size: str, device: str, batch: int, steps: int, amp: bool, peak_tfl
 
     tok = synthetic_tokenizer()
     torch.manual_seed(0)
-    cfg = ModelConfig(size=size)
+    cfg = ModelConfig(**BENCH_SIZES.get(size, {"size": size}))
     model = build_model(cfg, tok).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     b = synthetic_train_batch(tok, batch, cfg.max_history, device)
@@ -88,47 +96,109 @@ def raw_step(size: str, device: str, batch: int, steps: int, amp: bool, peak_tfl
             "loss": round(loss.item(), 3)}
 
 
-def ray_workers(cfg, workers: int, n_samples: int, steps: int, size: str) -> dict:
-    """``oneloc train`` with ``workers`` CPU workers for ``steps`` steps; its per-worker samples/s."""
-    from oneloc.ray_jobs.data import prepare
+def _bench_cfg(cfg, workers: int, steps: int, size: str, gpu: bool, feed: str, batch: int):
+    t = {"workers": workers, "epochs": 1, "max_steps": steps, "val_samples": 32, "log_every": 0,
+         "source": "dataset", "use_gpu": gpu, "feed": feed, "batch_size": batch or cfg.train.batch_size}
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"size": size}),
+                                  "train": cfg.train.model_copy(update=t)})
+
+
+def _rates(h: dict, workers: int, batch: int, t0: float) -> dict:
+    rate = h.get("steady_samples_per_s_per_worker") or h["samples_per_s_per_worker"]
+    return {"workers": workers, "steps": h["step"], "batch_per_worker": batch,
+            "samples_per_s_per_worker": round(rate, 1), "samples_per_s_total": round(rate * workers, 1),
+            "epoch_samples_per_s_per_worker": round(h["samples_per_s_per_worker"], 1),
+            "train_phase_s": round(h["train_s"], 1), "feed_build_s": round(h.get("feed_s", 0.0), 1),
+            "run_wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def bench_data(cfg, n_samples: int, size: str):
+    """The last ``n_samples`` NYC training samples and a tokenizer fitted on them (shared by every run)."""
+    from oneloc.ray_jobs.data import fit_train_tokenizer, prepare
+
+    c = cfg.model_copy(update={"model": cfg.model.model_copy(update={"size": size}),
+                               "train": cfg.train.model_copy(update={"source": "dataset"})})
+    data = prepare(c)
+    data = dataclasses.replace(data, train=data.train.iloc[-n_samples:].reset_index(drop=True))
+    return data, fit_train_tokenizer(data.train, data.catalog, c.model, c.index.h3_resolution)
+
+
+def ray_workers(cfg, data, tok, workers: int, steps: int, size: str, gpu: bool = False, feed: str = "device",
+                batch: int = 0) -> dict:
+    """``oneloc train`` (Ray Train + Ray Data) with ``workers`` workers for ``steps`` steps; its per-worker
+    samples/s (steady state: after the first WARM_STEPS steps)."""
     from oneloc.ray_jobs.train import train
 
     with tempfile.TemporaryDirectory() as root:
-        over = {"storage": cfg.storage.model_copy(update={"root": root}),
-                "model": cfg.model.model_copy(update={"size": size}),
-                "train": cfg.train.model_copy(update={"workers": workers, "epochs": 1, "max_steps": steps,
-                                                      "val_samples": 32, "log_every": 0, "source": "dataset"})}
-        c = cfg.model_copy(update=over)
-        data = prepare(c)
-        data = dataclasses.replace(data, train=data.train.iloc[-n_samples:].reset_index(drop=True))
+        c = _bench_cfg(cfg, workers, steps, size, gpu, feed, batch)
+        c = c.model_copy(update={"storage": cfg.storage.model_copy(update={"root": root})})
         t0 = time.perf_counter()
-        s = train(c, data=data)
-        h = s["history"][-1]
-        return {"workers": workers, "steps": h["step"], "batch_per_worker": c.train.batch_size,
-                "samples_per_s_per_worker": round(h["samples_per_s_per_worker"], 1),
-                "samples_per_s_total": round(h["samples_per_s_per_worker"] * workers, 1),
-                "train_phase_s": round(h["train_s"], 1), "run_wall_s": round(time.perf_counter() - t0, 1)}
+        s = train(c, data=dataclasses.replace(data, train=data.train.copy(), val=data.val.copy()), tok=tok)
+        return {"path": "ray", "feed": feed, **_rates(s["history"][-1], workers, c.train.batch_size, t0)}
+
+
+def plain_loop(cfg, data, tok, steps: int, size: str, device: str, feed: str = "device", batch: int = 0) -> dict:
+    """The same loop without Ray (``python -m oneloc.ray_jobs.train_loop``'s fit), one process."""
+    from oneloc.ray_jobs.train_loop import fit
+
+    with tempfile.TemporaryDirectory() as root:
+        c = _bench_cfg(cfg, 1, steps, size, device.startswith("cuda"), feed, batch)
+        t0 = time.perf_counter()
+        h = fit(c, data.train, data.val, tok=tok, device=device, out_dir=root)[-1]
+        return {"path": "plain", "feed": feed, **_rates(h, 1, c.train.batch_size, t0)}
 
 
 def run(cfg, args: argparse.Namespace) -> dict:
     device = getattr(args, "device", "cpu") or "cpu"
     sizes = (getattr(args, "sizes", "") or "default").split(",")
     gpu = device.startswith("cuda")
-    peak = getattr(args, "peak_tflops", None) or (H100_BF16_TFLOPS if gpu else 0.0)
-    steps = getattr(args, "rounds", 0) or (50 if gpu else 20)
+    peak = getattr(args, "peak_tflops", None) or (H200_BF16_TFLOPS if gpu else 0.0)
+    steps = getattr(args, "rounds", 0) or (300 if gpu else 20)
     out: dict = {"benchmark": "train", "torch": torch.__version__,
                  "device": torch.cuda.get_device_name() if gpu else f"cpu ({os.cpu_count()} cores)",
-                 "peak_tflops": peak or None}
-    if not gpu:
-        torch.set_num_threads(1)                   # as one Ray worker (train.torch_threads)
-        n = getattr(args, "events", 0) or 4096
-        out["ray_cpu"] = [ray_workers(cfg, w, n, steps, sizes[0]) for w in (1, 2)]
-        one, two = out["ray_cpu"]
-        out["speedup_2_vs_1_workers"] = round(two["samples_per_s_total"] / one["samples_per_s_total"], 2)
+                 "gpus": torch.cuda.device_count() if gpu else 0, "peak_tflops": peak or None}
+    if not getattr(args, "raw_only", False):
+        n = getattr(args, "events", 0) or (80_000 if gpu else 4096)
+        data, tok = bench_data(cfg, n, sizes[0])
+        out["samples"] = len(data.train)
+        if gpu:                                    # the plain loop and Ray Train on the same GPU, batch, model
+            torch.set_num_threads(max(1, cfg.train.torch_threads))
+            bs = getattr(args, "batch", 0) or 0
+            feeds = (getattr(args, "feeds", "") or "stream,device").split(",")
+            runs = []
+            for feed in ("stream", "device"):
+                if feed in feeds:
+                    runs += [plain_loop(cfg, data, tok, steps, sizes[0], device, feed, bs),
+                             ray_workers(cfg, data, tok, 1, steps, sizes[0], True, feed, bs)]
+            if torch.cuda.device_count() >= 2 and "device" in feeds:
+                runs.append(ray_workers(cfg, data, tok, 2, steps, sizes[0], True, "device", bs))
+            out["runs"] = runs
+            by = {(r["path"], r["feed"], r["workers"]): r for r in runs}
+            for feed in feeds:
+                out[f"ray_vs_plain_per_worker_{feed}"] = round(by[("ray", feed, 1)]["samples_per_s_per_worker"]
+                                                               / by[("plain", feed, 1)]["samples_per_s_per_worker"], 3)
+            ray1 = by.get(("ray", "device", 1))
+            if ("ray", "device", 2) in by:
+                out["speedup_2_vs_1_workers"] = round(by[("ray", "device", 2)]["samples_per_s_total"]
+                                                      / ray1["samples_per_s_total"], 2)
+        else:
+            torch.set_num_threads(1)               # as one Ray worker (train.torch_threads)
+            out["ray_cpu"] = [ray_workers(cfg, data, tok, w, steps, sizes[0]) for w in (1, 2)]
+            one, two = out["ray_cpu"]
+            out["speedup_2_vs_1_workers"] = round(two["samples_per_s_total"] / one["samples_per_s_total"], 2)
     batches = [int(b) for b in (getattr(args, "batches", "") or ("256,1024" if gpu else "128")).split(",")]
-    out["raw_step"] = [raw_step(size, device, b, steps, amp, peak) for size in sizes for b in batches
+    raw_sizes = (getattr(args, "raw_sizes", "") or ",".join(sizes)).split(",")
+    out["raw_step"] = [_raw_or_oom(size, device, b, min(steps, 50), amp, peak) for size in raw_sizes for b in batches
                        for amp in ((False, True) if gpu else (False,))]
     return out
+
+
+def _raw_or_oom(size: str, device: str, batch: int, steps: int, amp: bool, peak: float) -> dict:
+    try:
+        return raw_step(size, device, batch, steps, amp, peak)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"size": size, "batch": batch, "dtype": "bf16-autocast" if amp else "fp32", "error": "out of memory"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--sizes", default="default,large")
     p.add_argument("--batches", default="")
+    p.add_argument("--raw-sizes", default="", help="sizes of the raw step (MFU); default --sizes; 'xl' = 253M")
+    p.add_argument("--raw-only", action="store_true", help="only the raw step (no Ray, no data)")
+    p.add_argument("--batch", type=int, default=0, help="per-worker batch of the side-by-side runs (default "
+                                                        "train.batch_size)")
+    p.add_argument("--feeds", default="stream,device", help="feeds of the side-by-side runs")
     p.add_argument("--rounds", type=int, default=0, help="timed steps")
     p.add_argument("--events", type=int, default=0)
     p.add_argument("--peak-tflops", type=float, default=None)

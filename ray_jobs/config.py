@@ -45,7 +45,11 @@ class TrainConfig(Section):
     val_beam: int = 20
     early_stop_metric: str = "mrr@10"
     patience: int = Field(default=2, description="epochs without improvement before stopping")
-    shuffle_buffer: int = Field(default=4096, description="Ray Data local shuffle buffer (rows)")
+    feed: Literal["device", "stream"] = Field(
+        default="device", description="device = each worker turns its shard into batches once and keeps them on "
+                                      "its device (GPU or CPU), reshuffled every epoch; stream = Ray Data batches "
+                                      "converted step by step (for shards too big to hold)")
+    shuffle_buffer: int = Field(default=4096, description="Ray Data local shuffle buffer (rows; feed=stream)")
     keep_checkpoints: int = Field(default=0, description="checkpoints Ray keeps (0 = all)")
     run_name: str = "oneloc-train"
     log_every: int = 50

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 
 from oneloc.model.batch import make_batch
 from oneloc.model.context import cell_context_table, neighbor_context
@@ -76,14 +77,78 @@ def context_of(tok, source: str = "catalog", cfg=None):
 
 
 def to_batch(rows: pd.DataFrame, tok, context, *, max_len: int, with_targets: bool = True,
-             device="cpu") -> dict:
+             device="cpu", nbr_ctx: np.ndarray | None = None) -> dict:
     """A DataFrame of samples -> the model batch (model/batch.py). The request time is the target's
-    time; the user's location is the last known one before the target (last_lat, last_lng)."""
+    time; the user's location is the last known one before the target (last_lat, last_lng).
+    ``nbr_ctx`` (B, R, C): the users' neighbor context when already looked up (else from ``context``)."""
     lat, lng = rows["last_lat"].to_numpy(np.float64), rows["last_lng"].to_numpy(np.float64)
-    nbr = np.stack([context.neighbors(float(a), float(b)) for a, b in zip(lat, lng, strict=True)])  # (B, R, C)
+    nbr = nbr_ctx if nbr_ctx is not None else np.stack(
+        [context.neighbors(float(a), float(b)) for a, b in zip(lat, lng, strict=True)])               # (B, R, C)
     return make_batch(tok, [list(h) for h in rows["hist_poi"]], [list(t) for t in rows["hist_ts"]],
                       rows["target_ts"].tolist(), np.stack([lat, lng], 1), nbr,
                       rows["target_poi"].tolist() if with_targets else None, max_len=max_len, device=device)
+
+
+class DeviceFeed:
+    """A worker's training samples turned into model batches once and held on its device (GPU or CPU):
+    each step is then a slice of a per-epoch permutation, with no pandas, per-row Python or host->device
+    copy on the training path (per batch, to_batch took most of a GPU worker's step time).
+
+        feed = DeviceFeed(frames, tok, context, max_len=50, device="cuda:0")   # frames: DataFrames of samples
+        for batch in feed.batches(128, seed=epoch, n=len(feed)): ...           # the batches of one epoch
+
+    Held compactly: per sample, to_batch's tensors except those that are lookups of the history items
+    (hist_mask, hist_loc, hist_ctx: gathered per batch from per-item tables on the device) and the
+    neighbor context (one row per distinct user location, gathered by index), so NYC's ~100k training
+    samples take a few hundred MB. ``batch(idx)`` equals ``to_batch`` of those rows (tests/unit)."""
+
+    LOOKUPS = ("hist_mask", "hist_loc", "hist_ctx", "nbr_ctx")
+
+    def __init__(self, frames, tok, context, *, max_len: int, device="cpu"):
+        self.device = torch.device(device)
+        parts, locs, nbr_rows = [], {}, []
+        for rows in frames:
+            if not len(rows):
+                continue
+            lat, lng = rows["last_lat"].to_numpy(np.float64), rows["last_lng"].to_numpy(np.float64)
+            at = np.empty(len(rows), np.int64)
+            for i, key in enumerate(zip(lat.tolist(), lng.tolist(), strict=True)):
+                if key not in locs:
+                    locs[key] = len(nbr_rows)
+                    nbr_rows.append(context.neighbors(*key))
+                at[i] = locs[key]
+            b = to_batch(rows, tok, context, max_len=max_len, nbr_ctx=np.zeros((len(rows), 1, tok.ctx_dim)))
+            parts.append({"nbr_at": torch.from_numpy(at)} | {k: v for k, v in b.items() if k not in self.LOOKUPS})
+        if not parts:
+            raise ValueError("DeviceFeed: no training samples")
+        self.data = {k: torch.cat([p[k] for p in parts]).to(self.device) for k in parts[0]}
+        self.nbr = torch.as_tensor(np.stack(nbr_rows), dtype=torch.float32).to(self.device)        # (U, R, C)
+        self.item_loc = _by_item(np.stack([tok.lat, tok.lng], 1), self.device)                        # (N + 1, 2)
+        self.item_ctx = _by_item(tok.ctx, self.device)                                                # (N + 1, C)
+
+    def __len__(self) -> int:
+        return len(self.data["nbr_at"])
+
+    def batch(self, idx: torch.Tensor) -> dict:
+        """The model batch of samples ``idx`` (a tensor on the feed's device)."""
+        out = {k: v[idx] for k, v in self.data.items() if k != "nbr_at"}
+        items = out["hist_items"]
+        out["hist_mask"], out["hist_loc"], out["hist_ctx"] = items > 0, self.item_loc[items], self.item_ctx[items]
+        out["nbr_ctx"] = self.nbr[self.data["nbr_at"][idx]]
+        return out
+
+    def batches(self, batch_size: int, seed: int, n: int | None = None):
+        """The first ``n`` samples (default all) of a permutation seeded by ``seed``, in batches."""
+        n = len(self) if n is None else min(n, len(self))
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].to(self.device)
+        for i in range(0, n, batch_size):
+            yield self.batch(order[i:i + batch_size])
+
+
+def _by_item(a, device) -> torch.Tensor:
+    """A per-item float32 table indexed by item index (row 0 = padding / unknown: zeros), on ``device``."""
+    a = np.asarray(a, np.float32)
+    return torch.from_numpy(np.concatenate([np.zeros((1, *a.shape[1:]), np.float32), a])).to(device)
 
 
 def category_index(categories) -> dict:

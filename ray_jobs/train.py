@@ -154,17 +154,18 @@ def launch(cfg, loop_cfg: dict, dataset, run_name: str, resume: bool, address: s
     return summary
 
 
-def train(cfg, resume: bool = False, address: str | None = None, data=None) -> dict:
-    """Prepare the data (unless given: a ray_jobs.data.TrainData) and the tokenizer, then pre-train on Ray
-    Train; returns the run summary."""
+def train(cfg, resume: bool = False, address: str | None = None, data=None, tok=None) -> dict:
+    """Prepare the data (unless given: a ray_jobs.data.TrainData) and the tokenizer (unless given: one
+    fitted on these training samples), then pre-train on Ray Train; returns the run summary."""
     from oneloc.model.oneloc import build_model
     from oneloc.ray_jobs.data import fit_train_tokenizer, prepare
     from oneloc.ray_jobs.train_loop import loop_config
 
     data = data if data is not None else prepare(cfg)
-    t0 = time.perf_counter()
-    tok = fit_train_tokenizer(data.train, data.catalog, cfg.model, cfg.index.h3_resolution)
-    log.info("tokenizer: %d POIs in %.1fs, %s", tok.num_items, time.perf_counter() - t0, tok.report)
+    if tok is None:
+        t0 = time.perf_counter()
+        tok = fit_train_tokenizer(data.train, data.catalog, cfg.model, cfg.index.h3_resolution)
+        log.info("tokenizer: %d POIs in %.1fs, %s", tok.num_items, time.perf_counter() - t0, tok.report)
     model_cfg = build_model(cfg.model, tok).cfg
     reports = cfg.storage.path(cfg.storage.reports)
     loop_cfg = loop_config(cfg, tok, model_cfg, data.val, data.item_spend(tok), len(data.train), "train",

@@ -32,9 +32,12 @@ from oneloc.model.checkpoint import load_checkpoint, save_checkpoint
 from oneloc.model.config import ModelConfig
 from oneloc.model.oneloc import build_model
 from oneloc.model.semantic_ids import SemanticIdTokenizer
-from oneloc.ray_jobs.data import context_of, to_batch
+from oneloc.ray_jobs.collectives import all_min
+from oneloc.ray_jobs.data import DeviceFeed, context_of, to_batch
 from oneloc.ray_jobs.train_log import write_history
 from oneloc.ray_jobs.validate import validate
+
+WARM_STEPS = 10   # steps before the steady-state rate is timed (CUDA/cuBLAS set-up, DDP's first buckets)
 
 
 def hparams(cfg, mode: str) -> dict:
@@ -79,6 +82,12 @@ class LocalSession:
         mine = order[self.rank::self.world_size][: self.num_rows]    # equal counts: DDP steps stay in lockstep
         for i in range(0, len(mine), batch_size):
             yield self.train.iloc[mine[i:i + batch_size]]
+
+    def frames(self, rows: int = 8192):
+        """This worker's rows once, in DataFrames of ``rows`` (train.feed=device)."""
+        mine = np.arange(self.rank, len(self.train), self.world_size)[: self.num_rows]
+        for i in range(0, len(mine), rows):
+            yield self.train.iloc[mine[i:i + rows]]
 
     def prepare_model(self, module: torch.nn.Module) -> torch.nn.Module:
         module.to(self.device)
@@ -140,7 +149,8 @@ def run_loop(config: dict, session) -> list[dict]:
         objective = DPOObjective(model, cfg.rl.dpo_beta, cfg.rl.dpo_lambda)
     else:
         objective = model
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=cfg.train.weight_decay,
+                            fused=device.type == "cuda")
     steps_per_epoch = math.ceil(config["n_train"] / (hp["batch_size"] * world))
     total = hp["epochs"] * steps_per_epoch if not hp["max_steps"] else min(hp["max_steps"],
                                                                            hp["epochs"] * steps_per_epoch)
@@ -161,20 +171,37 @@ def run_loop(config: dict, session) -> list[dict]:
     if mode == "rl" and not state["history"]:             # the starting point, for comparison
         base = validate(model, config["val"], tok, context, config["item_spend"], **val_kw)
         state["history"].append({"epoch": 0, "step": 0, **base})
+    feed, feed_s = None, 0.0
+    if cfg.train.feed == "device":                        # the shard's batches, built once, on the device
+        t0 = time.perf_counter()
+        feed = DeviceFeed(session.frames(), tok, context, max_len=model.cfg.max_history, device=device)
+        feed_rows = all_min(len(feed), device)            # equal counts: DDP steps stay in lockstep
+        feed_s = time.perf_counter() - t0
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
-    for epoch in range(state["epoch"], hp["epochs"]):
-        model.train()
-        t0, seen, loss_sum, nb, extra_sum = time.perf_counter(), 0, 0.0, 0, {}
+    def epoch_batches(epoch: int):
+        if feed is not None:
+            yield from feed.batches(hp["batch_size"], seed=cfg.train.seed * 100_003 + 1_000 * epoch + rank,
+                                    n=feed_rows)
+            return
         for rows in session.batches(epoch, hp["batch_size"], cfg.train.seed, cfg.train.shuffle_buffer):
-            batch = to_batch(rows, tok, context, max_len=model.cfg.max_history, device=device)
+            yield to_batch(rows, tok, context, max_len=model.cfg.max_history, device=device)
+
+    first_epoch = state["epoch"]
+    for epoch in range(first_epoch, hp["epochs"]):
+        model.train()
+        t0, seen, nb, extra_sum = time.perf_counter(), 0, 0, {}
+        loss_sum = torch.zeros((), device=device)         # on the device: no host sync per step
+        warm = None                                       # (time, samples) after the first steps: steady rate
+        for batch in epoch_batches(epoch):
             with amp():
                 if mode == "rl":
                     inputs = pairs(model, reference, batch)
                     for k, v in inputs.pop("stats").items():
                         extra_sum[k] = extra_sum.get(k, 0.0) + v
                     loss, ntp, dpo = ddp(batch, **inputs)
-                    extra_sum["ntp"] = extra_sum.get("ntp", 0.0) + float(ntp)
-                    extra_sum["dpo"] = extra_sum.get("dpo", 0.0) + float(dpo)
+                    extra_sum["ntp"] = extra_sum.get("ntp", 0.0) + ntp.float()
+                    extra_sum["dpo"] = extra_sum.get("dpo", 0.0) + dpo.float()
                 else:
                     loss = ddp(batch)
             opt.zero_grad(set_to_none=True)
@@ -183,17 +210,25 @@ def run_loop(config: dict, session) -> list[dict]:
             opt.step()
             sched.step()
             state["step"] += 1
-            seen, loss_sum, nb = seen + len(rows), loss_sum + loss.item(), nb + 1
+            seen, loss_sum, nb = seen + len(batch["target_items"]), loss_sum + loss.detach().float(), nb + 1
+            if nb == WARM_STEPS:
+                sync()
+                warm = (time.perf_counter(), seen)
             if rank == 0 and cfg.train.log_every and state["step"] % cfg.train.log_every == 0:
-                print(f"epoch {epoch + 1} step {state['step']} loss {loss_sum / nb:.4f} "
+                print(f"epoch {epoch + 1} step {state['step']} loss {loss_sum.item() / nb:.4f} "
                       f"{seen / (time.perf_counter() - t0):.0f} samples/s/worker", flush=True)
             if hp["max_steps"] and state["step"] >= hp["max_steps"]:
                 break
+        sync()
         train_s = time.perf_counter() - t0
+        steady = ((seen - warm[1]) / max(time.perf_counter() - warm[0], 1e-9)) if warm and seen > warm[1] else None
         val = validate(model, config["val"], tok, context, config["item_spend"], **val_kw)
-        row = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / max(nb, 1),
+        row = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum.item() / max(nb, 1),
                "samples_per_s_per_worker": seen / max(train_s, 1e-9), "workers": world, "train_s": train_s,
-               "lr": sched.get_last_lr()[0], **{k: v / max(nb, 1) for k, v in extra_sum.items()}, **val}
+               "feed_s": feed_s if epoch == first_epoch else 0.0, "device": str(device),
+               "lr": sched.get_last_lr()[0], **{k: float(v) / max(nb, 1) for k, v in extra_sum.items()}, **val}
+        if steady is not None:
+            row["steady_samples_per_s_per_worker"] = steady
         state["history"].append(row)
         improved = val[metric] > state["best"]
         state["best"], state["bad_epochs"] = (val[metric], 0) if improved else (state["best"], state["bad_epochs"] + 1)

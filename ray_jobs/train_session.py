@@ -18,10 +18,14 @@ class RaySession:
         self.shard = ray.train.get_dataset_shard("train")
 
     def batches(self, epoch: int, batch_size: int, seed: int, shuffle_buffer: int = 4096):
-        """The worker's split of the "train" dataset, locally shuffled, as pandas DataFrames."""
+        """The worker's split of the "train" dataset, locally shuffled, as pandas DataFrames (train.feed=stream)."""
         yield from self.shard.iter_batches(batch_size=batch_size, batch_format="pandas",
                                            local_shuffle_buffer_size=shuffle_buffer or None,
                                            local_shuffle_seed=seed + epoch if shuffle_buffer else None)
+
+    def frames(self, rows: int = 8192):
+        """The worker's split of the "train" dataset once, as pandas DataFrames (train.feed=device)."""
+        yield from self.shard.iter_batches(batch_size=rows, batch_format="pandas")
 
     def prepare_model(self, module):
         """DDP (gloo on CPU, NCCL on GPU: the TorchTrainer's backend) and the worker's device."""

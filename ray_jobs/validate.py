@@ -7,17 +7,11 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from oneloc.evaluation.metrics import haversine_km
 from oneloc.model.beam_search import beam_search
+from oneloc.ray_jobs.collectives import all_sum
 from oneloc.ray_jobs.data import to_batch
-
-
-def _all_sum(x: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(x)
-    return x
 
 
 @torch.no_grad()
@@ -48,7 +42,7 @@ def validate(model, val, tok, context, item_spend, *, max_len: int, beam: int, d
         sums += [len(part), ((pos >= 1) & (pos <= 1)).sum(), ((pos >= 1) & (pos <= 5)).sum(), (pos >= 1).sum(),
                  np.where(pos > 0, 1.0 / np.maximum(pos, 1), 0).sum(), loss * len(part),
                  np.where(ok, d, 0).sum(), np.where(ok, spend[safe], 0).sum(), ok.sum()]
-    s = _all_sum(torch.tensor(sums, dtype=torch.float64)).tolist()
+    s = all_sum(sums, device).tolist()
     model.train(was_training)
     n, m = max(s[0], 1), max(s[8], 1)
     return {"acc@1": s[1] / n, "acc@5": s[2] / n, "acc@10": s[3] / n, "mrr@10": s[4] / n, "val_loss": s[5] / n,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from oneloc.config import load_config
 from oneloc.model.checkpoint import load_checkpoint
-from oneloc.ray_jobs.data import CatalogContext, fit_train_tokenizer, to_batch
+from oneloc.ray_jobs.data import CatalogContext, DeviceFeed, fit_train_tokenizer, to_batch
 from oneloc.ray_jobs.train_loop import fit, lr_factor
 from oneloc.streaming.dataset import dataset_catalog, load_checkins
 from oneloc.streaming.samples import build_samples
@@ -46,6 +47,23 @@ def test_to_batch_uses_last_location_and_target(small):
     assert [tok.poi_ids[i - 1] for i in b["target_items"].tolist()] == rows["target_poi"].tolist()
     n = [len(h) for h in rows["hist_poi"]]
     assert b["hist_mask"].sum(1).tolist() == [min(x, 50) for x in n]
+
+
+def test_device_feed_batches_equal_to_batch(small):
+    """The feed's batches (built once, gathered per step) are to_batch's, key by key, for any rows."""
+    train, _ = small
+    tok = fit_train_tokenizer(train, dataset_catalog(), _cfg().model)
+    ctx = CatalogContext.of(tok)
+    feed = DeviceFeed([train.iloc[:70], train.iloc[70:]], tok, ctx, max_len=50)
+    assert len(feed) == len(train) and len(feed.nbr) <= len(train)
+    idx = torch.tensor([5, 0, 150, 71, 69])
+    want, got = to_batch(train.iloc[idx.numpy()], tok, ctx, max_len=50), feed.batch(idx)
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    seen = torch.cat([b["target_items"] for b in feed.batches(64, seed=3)])
+    assert len(seen) == len(train) and sorted(seen.tolist()) == sorted(feed.data["target_items"].tolist())
+    assert [len(b["target_items"]) for b in feed.batches(64, seed=3, n=100)] == [64, 36]
 
 
 def test_fit_checkpoint_resume_and_rl(small, tmp_path):
