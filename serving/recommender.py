@@ -36,12 +36,13 @@ import numpy as np
 import torch
 
 from oneloc.model.batch import make_batch
-from oneloc.model.beam_search import beam_search
+from oneloc.model.beam_search import beam_search, beam_search_bf16, bf16_linears
 from oneloc.model.checkpoint import CheckpointError, load_checkpoint
 from oneloc.model.geo import CatalogContext, haversine_km
 from oneloc.model.new_places import with_item_codes
 from oneloc.model.trie import Trie
 from oneloc.serving.catalog import ServedCatalog, served_catalog
+from oneloc.serving.config import use_bf16
 from oneloc.serving.schemas import ErrorBody, Item, RecommendationRequest, RecommendationResponse
 
 SCOPE_RES = 6        # H3 resolution of the cells whose nearby places are cached (edge ~3 km)
@@ -63,7 +64,10 @@ class Recommender:
         self.context_source = context_source
         self.state, self.cfg, self.device = state, cfg, device
         self.tok = tok = served.tok
-        self.model = with_item_codes(model, tok) if tok.num_items + 1 != model.item_codes.size(0) else model
+        model = with_item_codes(model, tok) if tok.num_items + 1 != model.item_codes.size(0) else model
+        self.bf16 = use_bf16(cfg.serve.bf16, device)
+        self.model = bf16_linears(model) if self.bf16 else model
+        self._decode = beam_search_bf16 if self.bf16 else beam_search
         self.context = _context(tok, context_source, index)
         self.trie = Trie.from_codes(tok.codes, tok.codebook_sizes, keep=served.active).to(device)
         self.num_active = int(served.active.sum())
@@ -206,8 +210,8 @@ class Recommender:
         scopes = [self.scope(r.lat, r.lng) for r in reqs]
         reach = None if scopes[0][1] is None else [torch.stack([s[1][lv] for s in scopes])   # per level (B, n)
                                                    for lv in range(self.trie.depth)]
-        items, scores = beam_search(self.model, batch, self.trie, k=k, beam=max(self.cfg.serve.beam or 2 * k, k),
-                                    reach=reach)
+        items, scores = self._decode(self.model, batch, self.trie, k=k, beam=max(self.cfg.serve.beam or 2 * k, k),
+                                     reach=reach)
         items, scores = items.cpu().numpy(), scores.cpu().float().numpy()               # (B, k) each
         for b, (j, r) in enumerate(zip(live, reqs, strict=True)):
             ids, times, last = hists[b]

@@ -402,3 +402,13 @@ def test_haproxy_wrapper_binds_stats_and_metrics_to_the_serve_host(tmp_path, mon
     subprocess.run([wrapper, "-db", "-f", str(conf), "-dR"], env=env, check=True, timeout=10)
     assert conf.read_text() == ("frontend prometheus\n    bind 127.0.0.1:9101\nfrontend http_frontend\n"
                                 "    bind 127.0.0.1:8000\nlisten stats\n  bind 127.0.0.1:8404\n")
+
+
+def test_bf16_setting():
+    from pathlib import Path
+
+    from oneloc.serving.config import use_bf16
+
+    assert use_bf16("on", "cpu") and not use_bf16("off", "cuda") and use_bf16("auto", "cuda:0")
+    amx = " amx_bf16" in Path("/proc/cpuinfo").read_text()
+    assert use_bf16("auto", "cpu") == amx
