@@ -13,15 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EARTH_RADIUS_KM = 6371.0088
-
-
-def haversine_km(lat1, lng1, lat2, lng2) -> np.ndarray:
-    """Great-circle distance in km, elementwise with numpy broadcasting."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(np.asarray(lng2) - np.asarray(lng1))
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+from oneloc.model.geo import haversine_km  # noqa: F401  (re-exported for the evaluation modules)
 
 
 def target_rank(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 
 from oneloc.model.batch import make_batch
-from oneloc.model.context import cell_context_table, neighbor_context
+from oneloc.model.geo import CatalogContext  # noqa: F401  (re-exported: the training side imports it from here)
+from oneloc.model.new_places import reserve_codes
 from oneloc.streaming.catalog import PoiCatalog
 from oneloc.streaming.config import NEVER_MS
 
@@ -48,23 +49,6 @@ class TrainData:
 
     def item_spend(self, tok) -> np.ndarray:
         return item_spend(tok, self.catalog, self.observed)
-
-
-class CatalogContext:
-    """Location context from the POI catalog: per H3 cell, the category mix of the POIs within its k-ring.
-    ``neighbors(lat, lng)`` -> (R, C): the user's cell and its ring (cached per call site by cell)."""
-
-    def __init__(self, lat, lng, category, num_categories: int, resolution: int = 8, k: int = 1):
-        self.table = cell_context_table(lat, lng, category, num_categories, resolution, k)
-        self.resolution, self.k = resolution, k
-
-    @classmethod
-    def of(cls, tok) -> CatalogContext:
-        """The context the tokenizer was fitted with (its H3 resolution, recorded in the checkpoint)."""
-        return cls(tok.lat, tok.lng, tok.category, tok.ctx_dim, tok.h3_resolution)
-
-    def neighbors(self, lat: float, lng: float) -> np.ndarray:
-        return neighbor_context(lat, lng, self.table, self.resolution, self.k)
 
 
 def context_of(tok, source: str = "catalog", cfg=None):
@@ -183,8 +167,11 @@ def fit_train_tokenizer(train: pd.DataFrame, catalog: PoiCatalog, model_cfg, h3_
     ctx, _ = catalog_context(p.lat, p.lng, cat, len(cat_of) + 1, h3_resolution)
     seqs = [s.tolist() for s in user_sequences(train).values()]
     prev = [h[-1] if len(h) else None for h in train["hist_poi"]]
-    return fit_tokenizer(p.poi_id, cat, p.lat, p.lng, ctx, seqs, model_cfg, h3_resolution=h3_resolution,
-                         transitions=(prev, train["target_poi"].tolist(), train["target_ts"].tolist()))
+    tok = fit_tokenizer(p.poi_id, cat, p.lat, p.lng, ctx, seqs, model_cfg, h3_resolution=h3_resolution,
+                        transitions=(prev, train["target_poi"].tolist(), train["target_ts"].tolist()))
+    # spare last-level codes: places that reach the catalog after training get one in serving
+    # (model/new_places.py) and are recommendable before the next retrain
+    return reserve_codes(tok, model_cfg.tokenizer.spare_codes)
 
 
 def latest(train: pd.DataFrame, n: int) -> pd.DataFrame:

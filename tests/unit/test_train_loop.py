@@ -94,3 +94,10 @@ def test_early_stopping_stops(small, tmp_path):
     # lr 0: the metric never improves after the first epoch, so patience 1 stops at epoch 2 of 5
     hist = fit(_cfg("train.epochs=5", "train.patience=1", "train.lr=0.0"), train, val, out_dir=str(tmp_path))
     assert [h["epoch"] for h in hist] == [1, 2]
+
+
+def test_trained_tokenizer_keeps_spare_last_codes_for_places_added_later(small):
+    train, _ = small
+    cfg = _cfg("model.tokenizer.spare_codes=5")
+    tok = fit_train_tokenizer(train, dataset_catalog(), cfg.model)
+    assert tok.codebook_sizes[-1] == int(tok.codes[:, -1].max()) + 1 + 5
