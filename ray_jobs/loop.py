@@ -16,8 +16,9 @@ newest ``shards.val_window_hours`` of the stream under the rolling policy, older
 candidate, and the serving model, trained in an earlier cycle, is scored again on the same rows; the
 metrics come from the training loop's own ``validate``). A promoted candidate is copied atomically into the serving folder;
 Serve's watcher swaps to it without downtime, and the loop waits until ``/v1/ready`` reports its version.
-Every decision is a JSON line in ``<storage.root>/loop/decisions.jsonl``, one progress line per cycle is
-printed, ``<storage.root>/loop/state.json`` says what the loop is doing (read by ``oneloc status``), and
+Every decision is a JSON line in ``<storage.root>/loop/decisions.jsonl`` (with the gate's window:
+``train_end_ms`` and its rows' target times ``val_ts_ms``), one progress line per cycle is printed,
+``<storage.root>/loop/state.json`` says what the loop is doing (read by ``oneloc status``), and
 ``<storage.root>/loop/config.yaml`` is the loop's exact configuration (``oneloc --config it status``).
 The loop ends after ``--for-seconds`` (a running cycle finishes first), ``--max-cycles`` or Ctrl-C.
 """
@@ -201,7 +202,9 @@ class Loop:
             self.phase = "training"
             self.write_state(train_samples=n)
             data = cycle_data(self.cfg)       # one pinned read: the candidate trains before the window it is gated on
-            rec.update(data_version=data.data_version, val_samples=len(data.val))
+            ts = data.val["target_ts"]            # the gate's window: where its rows' target times lie
+            rec.update(data_version=data.data_version, val_samples=len(data.val), train_end_ms=int(data.train_end_ms),
+                       val_ts_ms=[int(ts.min()), int(ts.max())] if len(ts) else None)
             if self.serving is not None:      # the serving model, scored on the same new window
                 self.serving["metrics"] = policy.metrics_of(evaluate(self.cfg, self.serving["path"], data))
                 rec["serving_metrics"] = self.serving["metrics"]

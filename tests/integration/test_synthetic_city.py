@@ -4,7 +4,7 @@ by a plain kafka-python client (values encoded with the project's codec), the ot
 producer -> `oneloc ingest` -> the catalog
 holds both cities, every malformed id is a dead letter with its reason, training samples exist -> a tiny
 model is trained on Ray Train on what is older than the newest window and gated on that window.
-Nothing reads the bundled NYC files (the test asserts it)."""
+Nothing reads the bundled NYC files (the ``no_bundled_dataset`` fixture, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -43,19 +43,14 @@ def _plain_send(cfg, events, poison) -> None:
 
 
 @pytest.mark.timeout(420)
-def test_two_synthetic_cities_are_ingested_trained_and_gated(fresh_topics_cfg, ray_session, tmp_path, monkeypatch):
+def test_two_synthetic_cities_are_ingested_trained_and_gated(fresh_topics_cfg, ray_session, tmp_path,
+                                                            no_bundled_dataset):
     from oneloc.ray_jobs.ingest import ingest
     from oneloc.ray_jobs.loop_policy import gate
     from oneloc.ray_jobs.loop_train import continue_model, cycle_data, evaluate, first_model
-    from oneloc.streaming import dataset
     from oneloc.streaming.catalog import read_catalog
     from oneloc.streaming.shards import read_samples
 
-    def no_bundled(*a, **k):
-        raise AssertionError("the bundled dataset was read")
-
-    for name in ("load_checkins", "load_pois", "dataset_catalog", "dataset_samples"):
-        monkeypatch.setattr(dataset, name, no_bundled)
     cfg = with_overrides(fresh_topics_cfg, [
         f"storage.root={tmp_path}", "ingest.dead_letter_topic=false", "shards.policy=rolling",
         "shards.val_window_hours=24", "model.size=tiny", "model.tokenizer.codebook_size=8", "train.workers=1",
