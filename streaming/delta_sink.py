@@ -81,6 +81,34 @@ def keep_new(rows: pa.Table, offsets: Offsets) -> pa.Table:
     return rows.filter(pc.invert(old)) if pc.any(old).as_py() else rows
 
 
+def maintain(uri: str, retention_hours: float, storage_options: dict[str, str] | None = None) -> dict[str, int]:
+    """Compact a table's small files (OPTIMIZE, ``DeltaTable.optimize.compact``: one commit, the same
+    rows; partitions compacted each on its own) and delete the files no version newer than
+    ``retention_hours`` needs (VACUUM). Neither touches the txn actions, so the stored offsets stay.
+    Returns the table's files (active, and data files in its folder) before and after; {} if no table."""
+    dt = open_table(uri, storage_options)
+    if dt is None:
+        return {}
+    before = {"files_before": len(dt.file_uris()), "stored_files_before": _stored_files(dt)}
+    with _storage_errors(uri):
+        done = dt.optimize.compact()
+        dt = open_table(uri, storage_options)
+        vacuumed = dt.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False)
+    return {**before, "files_after": len(dt.file_uris()), "stored_files_after": _stored_files(dt),
+            "compacted_away": int(done.get("numFilesRemoved", 0)), "vacuumed": len(vacuumed)}
+
+
+def _stored_files(dt: DeltaTable) -> int:
+    """The data files in a table's folder: active ones plus those older versions still reference
+    (local tables; -1 on an object store, where listing would cost a request per prefix)."""
+    import os
+
+    root = dt.table_uri.removeprefix("file://")
+    if "://" in root:
+        return -1
+    return sum(f.endswith(".parquet") for _, _, fs in os.walk(root) for f in fs)
+
+
 class DeltaSink:
     """One Delta table fed by some Kafka partitions, committing rows and offsets together."""
 
