@@ -52,11 +52,10 @@ def _commit_bytes(uri: str, version: int) -> int:
 
 
 def test_a_restart_after_every_batch_gives_the_getnext_samples(tmp_path):
-    c = load_checkins()
-    c = c[c["user_id"] % 8 == 0].sort_values(["ts_ms", "user_id", "seq"], kind="stable").reset_index(drop=True)
+    c = load_checkins().sort_values(["ts_ms", "user_id", "seq"], kind="stable").reset_index(drop=True)  # all of NYC
     cfg = load_config(overrides=[f"storage.root={tmp_path}", "shards.policy=cutoffs"])
     cfg.shards.train_end_ms, cfg.shards.val_end_ms = split_cutoffs(c)   # val/test inside the slice
-    w = _feed(cfg, _orders(c), 1500, restart=True)
+    w = _feed(cfg, _orders(c), 10_000, restart=True)
     got = read_samples(cfg)   # Delta gives the files in any order: the emitting events' order first
     got = got.sort_values(["partition", "offset"], kind="stable").drop(columns=["topic", "partition", "offset"])
     got = _order(got.assign(user_id=got["user_id"].astype("int64"), target_poi=got["target_poi"].astype("int64"),
