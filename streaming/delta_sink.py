@@ -50,7 +50,7 @@ def stored_offsets(dt: DeltaTable | None, group: str, partitions: list[tuple[str
 
 
 @contextmanager
-def _storage_errors(uri: str):
+def storage_errors(uri: str):
     """Any failure to write ``uri`` (disk full, read-only, a path below a file, object-store
     errors) becomes one clear StorageError; Delta commits are atomic, so nothing was committed."""
     try:
@@ -90,7 +90,7 @@ def maintain(uri: str, retention_hours: float, storage_options: dict[str, str] |
     if dt is None:
         return {}
     before = {"files_before": len(dt.file_uris()), "stored_files_before": _stored_files(dt)}
-    with _storage_errors(uri):
+    with storage_errors(uri):
         done = dt.optimize.compact()
         dt = open_table(uri, storage_options)
         vacuumed = dt.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False)
@@ -135,7 +135,7 @@ class DeltaSink:
         moved = self.covers(offsets)
         if not moved:
             return False
-        with _storage_errors(self.uri):
+        with storage_errors(self.uri):
             write_deltalake(self.uri, data, mode=mode, partition_by=partition_by, schema_mode="merge"
                             if mode == "append" else "overwrite", storage_options=self.storage_options,
                             commit_properties=commit_properties(self.group, moved, extra))
@@ -147,11 +147,11 @@ class DeltaSink:
         moved = self.covers(offsets)
         if not moved:
             return False
-        with _storage_errors(self.uri):
+        with storage_errors(self.uri):
             dt = self.table()
         if dt is None:
             return self.write(data, offsets)
-        with _storage_errors(self.uri):
+        with storage_errors(self.uri):
             if data.num_rows:
                 (dt.merge(data, f"t.{key} = s.{key}", source_alias="s", target_alias="t",
                           commit_properties=commit_properties(self.group, moved))

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, write_deltalake
 
 from oneloc.errors import ConfigError
-from oneloc.streaming.delta_sink import DeltaSink, _storage_errors, app_id, commit_properties, keep_new
+from oneloc.streaming.delta_sink import DeltaSink, app_id, commit_properties, keep_new, storage_errors
 from oneloc.streaming.samples import COLUMNS, SAMPLE_TYPES, SampleBuilder
 
 SAMPLES, STATE = "samples", "sample_state"
@@ -186,7 +186,7 @@ class StateLog:
         self._users, self._saved_ids, self._pois = set(b._last), 0, sorted(b.train_pois)
         self.seq -= 1  # the rows get the current number again
         data = self.changes()
-        with _storage_errors(self.sink.uri):
+        with storage_errors(self.sink.uri):
             write_deltalake(self.sink.uri, data, mode="overwrite", storage_options=self.sink.storage_options,
                             commit_properties=CommitProperties(custom_metadata={"oneloc.compaction": "state"}))
         self._saved_ids, self._users, self._pois = len(self.ids.ids), set(), []
