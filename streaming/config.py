@@ -35,6 +35,15 @@ class IngestConfig(Section):
                     "301k records took 1.4-2.3 s with the default, 0.43-0.48 s with 10 ms (one consumer)")
     dead_letter_topic: bool = Field(default=True, description="also send dead letters to their topic")
     shards: bool = Field(default=True, description="build the training-sample shards in the batch")
+    maintenance_every: int = Field(
+        default=100, ge=0, description="every N micro-batches (of one job run; 0 = never), compact (Delta OPTIMIZE) "
+                                       "and vacuum every table the job writes, between two batches: each batch "
+                                       "adds a file per table and partition, and neighbor_index is overwritten "
+                                       "each batch (docs/OPERATIONS.md section 4)")
+    vacuum_retention_hours: int = Field(
+        default=24, ge=0, description="VACUUM deletes files that no table version newer than this needs: keep it "
+                                      "above the longest read of one pinned version (a training run reads the "
+                                      "samples table at one version)")
 
 
 class IndexConfig(Section):

@@ -50,7 +50,7 @@ def stored_offsets(dt: DeltaTable | None, group: str, partitions: list[tuple[str
 
 
 @contextmanager
-def _storage_errors(uri: str):
+def storage_errors(uri: str):
     """Any failure to write ``uri`` (disk full, read-only, a path below a file, object-store
     errors) becomes one clear StorageError; Delta commits are atomic, so nothing was committed."""
     try:
@@ -81,6 +81,34 @@ def keep_new(rows: pa.Table, offsets: Offsets) -> pa.Table:
     return rows.filter(pc.invert(old)) if pc.any(old).as_py() else rows
 
 
+def maintain(uri: str, retention_hours: float, storage_options: dict[str, str] | None = None) -> dict[str, int]:
+    """Compact a table's small files (OPTIMIZE, ``DeltaTable.optimize.compact``: one commit, the same
+    rows; partitions compacted each on its own) and delete the files no version newer than
+    ``retention_hours`` needs (VACUUM). Neither touches the txn actions, so the stored offsets stay.
+    Returns the table's files (active, and data files in its folder) before and after; {} if no table."""
+    dt = open_table(uri, storage_options)
+    if dt is None:
+        return {}
+    before = {"files_before": len(dt.file_uris()), "stored_files_before": _stored_files(dt)}
+    with storage_errors(uri):
+        done = dt.optimize.compact()
+        dt = open_table(uri, storage_options)
+        vacuumed = dt.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False)
+    return {**before, "files_after": len(dt.file_uris()), "stored_files_after": _stored_files(dt),
+            "compacted_away": int(done.get("numFilesRemoved", 0)), "vacuumed": len(vacuumed)}
+
+
+def _stored_files(dt: DeltaTable) -> int:
+    """The data files in a table's folder: active ones plus those older versions still reference
+    (local tables; -1 on an object store, where listing would cost a request per prefix)."""
+    import os
+
+    root = dt.table_uri.removeprefix("file://")
+    if "://" in root:
+        return -1
+    return sum(f.endswith(".parquet") for _, _, fs in os.walk(root) for f in fs)
+
+
 class DeltaSink:
     """One Delta table fed by some Kafka partitions, committing rows and offsets together."""
 
@@ -107,7 +135,7 @@ class DeltaSink:
         moved = self.covers(offsets)
         if not moved:
             return False
-        with _storage_errors(self.uri):
+        with storage_errors(self.uri):
             write_deltalake(self.uri, data, mode=mode, partition_by=partition_by, schema_mode="merge"
                             if mode == "append" else "overwrite", storage_options=self.storage_options,
                             commit_properties=commit_properties(self.group, moved, extra))
@@ -119,11 +147,11 @@ class DeltaSink:
         moved = self.covers(offsets)
         if not moved:
             return False
-        with _storage_errors(self.uri):
+        with storage_errors(self.uri):
             dt = self.table()
         if dt is None:
             return self.write(data, offsets)
-        with _storage_errors(self.uri):
+        with storage_errors(self.uri):
             if data.num_rows:
                 (dt.merge(data, f"t.{key} = s.{key}", source_alias="s", target_alias="t",
                           commit_properties=commit_properties(self.group, moved))

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from oneloc.streaming.dead_letters import dead_letter_rows, send_dead_letters
-from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new
+from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new, maintain
 from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
 from oneloc.streaming.neighbor_state import apply_orders, apply_pois, empty_state, from_arrow, to_arrow
 
@@ -92,6 +92,8 @@ class BatchWriter:
         self.dead_topic = None
         self._pool: ThreadPoolExecutor | None = None
         self.timings: dict[str, float] = {}  # seconds per stage of the last batch (see ``apply``)
+        self.batches = 0
+        self.maintenance: dict[str, dict] = {}  # the last ``maintain``: files per table before/after
 
     def starts(self) -> Offsets:
         """Where the next batch starts: the lowest offset any table holds, per partition."""
@@ -109,7 +111,8 @@ class BatchWriter:
         ``self.timings`` then holds the seconds of its stages: ``split_s`` (filters, known POIs),
         ``index_s`` (the index state takes the batch), ``events_s`` (pois, locations, orders, dead
         letters committed), ``index_commit_s``, ``samples_build_s`` (in a thread, overlapping the
-        previous three), ``samples_wait_s`` (the main thread waiting for it), ``samples_commit_s``."""
+        previous three), ``samples_wait_s`` (the main thread waiting for it), ``samples_commit_s``, and
+        every ``ingest.maintenance_every`` batches ``maintenance_s`` (``maintain``)."""
         clock = _Clock()
         ok = pc.equal(decoded["reason"], "")
         bad = decoded.filter(pc.invert(ok))  # only dead letters keep the raw bytes
@@ -181,8 +184,27 @@ class BatchWriter:
             clock.lap("samples_wait_s")
             n["samples"] = self.shards.commit(made, covered)
             clock.lap("samples_commit_s")
+        self.batches += 1
+        every = self.cfg.ingest.maintenance_every
+        if every and self.batches % every == 0:
+            self.maintain()
+            clock.lap("maintenance_s")
         self.timings = clock.laps
         return n
+
+    def uris(self) -> list[str]:
+        """Every table this writer commits to."""
+        out = [s.uri for s in self.sinks.values()]
+        if self.shards is not None:
+            out += [self.shards.samples.uri, self.shards.state.uri]
+        return out
+
+    def maintain(self) -> dict[str, dict]:
+        """Compact and vacuum every table (``ingest.maintenance_every``, delta_sink.maintain); returns
+        and keeps in ``self.maintenance`` each table's files before and after."""
+        hours, so = self.cfg.ingest.vacuum_retention_hours, self.cfg.storage.storage_options
+        self.maintenance = {uri.rstrip("/").rsplit("/", 1)[-1]: maintain(uri, hours, so) for uri in self.uris()}
+        return self.maintenance
 
     def close(self) -> None:
         if self._pool is not None:

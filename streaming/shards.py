@@ -1,8 +1,17 @@
 """Training shards built inside the ingest micro-batch: the check-ins (orders) of each batch go,
 in time order, through the protocol's ``SampleBuilder`` (streaming/samples.py); the samples it
 emits are appended to the Delta table "samples" (partitioned by split), and the builder's state
-is persisted in the Delta table "sample_state" (one row: the pickled builder and its id codes), so
-a restart continues where the last batch ended.
+is persisted in the Delta table "sample_state", so a restart continues where the last batch ended.
+
+The state table holds the builder per key, appended only for what a batch changed (``StateLog``):
+one "user" row per user the batch touched (their history window, last event, open val/test
+trajectory, whether they have a training event: pickled, with int codes), one "id" row per string
+id seen for the first time (its code), one "poi" row per POI that became a training POI, and one
+"meta" row (the builder's clock and split). A batch writes O(users and ids it touched), not
+O(all users). Restoring reads the table once and keeps the newest row of every key. When the table
+holds more superseded rows than live ones it is rewritten with the live rows only (one overwrite,
+amortized O(1) per row appended). A state table of the earlier one-row format (the whole builder
+pickled) is refused with what to do.
 
 Ids are the stream's strings end to end: the builder works on dense int64 codes of them
 (``IdCodes``, persisted with its state) and the samples table holds the strings (``TABLE_TYPES``).
@@ -28,15 +37,17 @@ whose samples are committed but whose state is not is not written twice.
 
 from __future__ import annotations
 
+import heapq
 import pickle
+from collections import deque
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import write_deltalake
+from deltalake import CommitProperties, write_deltalake
 
 from oneloc.errors import ConfigError
-from oneloc.streaming.delta_sink import DeltaSink, app_id, commit_properties, keep_new
+from oneloc.streaming.delta_sink import DeltaSink, app_id, commit_properties, keep_new, storage_errors
 from oneloc.streaming.samples import COLUMNS, SAMPLE_TYPES, SampleBuilder
 
 SAMPLES, STATE = "samples", "sample_state"
@@ -51,12 +62,8 @@ class ShardWriter:
         so, self.group = cfg.storage.storage_options, cfg.ingest.consumer_group
         self.samples = DeltaSink(cfg.storage.table(SAMPLES), self.group, parts, so)
         self.state = DeltaSink(cfg.storage.table(STATE), self.group, parts, so)
-        split = cfg.shards.ingest_split()
-        dt = self.state.table()
-        if dt is not None and dt.version() >= 0 and (t := dt.to_pyarrow_table()).num_rows:
-            self.builder, self.ids = _restore(t["state"][0].as_py(), split, self.state.uri)
-        else:
-            self.builder, self.ids = SampleBuilder(split), IdCodes()
+        self.log = StateLog(cfg.shards.ingest_split(), self.state)
+        self.builder, self.ids = self.log.builder, self.log.ids
         self.late = 0
 
     def starts(self) -> dict:
@@ -78,7 +85,8 @@ class ShardWriter:
         rows = np.flatnonzero(keep)
         kept = fresh.take(pa.array(rows, pa.int64()))
         user, poi = (self.ids.encode(kept[c]) for c in ("user_id", "poi_id"))
-        made, events = self.builder.extend(user, poi, ts[rows], *(kept[c].to_numpy() for c in ("lat", "lng")))
+        with self.log.watch(user, poi):
+            made, events = self.builder.extend(user, poi, ts[rows], *(kept[c].to_numpy() for c in ("lat", "lng")))
         events = rows[events]
         lineage = fresh.select(["topic", "partition", "offset"]).take(pa.array(events, pa.int64()))
         return pa.Table.from_arrays(self.ids.decode(made).columns + lineage.columns, schema=_schema())
@@ -87,19 +95,22 @@ class ShardWriter:
         """Commit the samples of ``prepare``, then the builder's state; returns samples written."""
         table = keep_new(made, self.samples.offsets)
         self.samples.write(table, offsets, partition_by=["split"])
-        self.state.write(self._blob(), offsets, mode="overwrite")
+        if self.state.write(self.log.changes(), offsets):
+            self.log.committed()
         return table.num_rows
 
     def flush(self) -> int:
         """Close every open trajectory (end of the stream) and commit; returns samples written."""
         n = self._flushes(self.state) + 1
-        out = self.builder.flush()
+        with self.log.watch(np.zeros(0, np.int64), np.zeros(0, np.int64)):
+            out = self.builder.flush()
         for i, s in enumerate(out):  # lineage of a flushed sample: ("flush", flush number, i)
             s["topic"], s["partition"], s["offset"] = FLUSH[0], n, i
         table = samples_table(out, self.ids)
         if self._flushes(self.samples) < n:
             self._commit(self.samples, table, n, "append", ["split"])
-        self._commit(self.state, self._blob(), n, "overwrite", None)
+        self._commit(self.state, self.log.changes(), n, "append", None)
+        self.log.committed()
         return table.num_rows
 
     def _flushes(self, sink: DeltaSink) -> int:
@@ -112,23 +123,139 @@ class ShardWriter:
                         schema_mode="merge" if mode == "append" else "overwrite",
                         commit_properties=commit_properties(self.group, {FLUSH: n}))
 
-    def _blob(self) -> pa.Table:
-        state = {"builder": self.builder, "ids": self.ids.ids}
-        return pa.table({"state": pa.array([pickle.dumps(state)], pa.large_binary())})
 
 
-def _restore(blob: bytes, split, uri: str) -> tuple[SampleBuilder, IdCodes]:
-    """The builder and id codes of a ``sample_state`` row; a clear error for a state this version
-    cannot continue (written before ids were strings, or under another split policy)."""
-    state = pickle.loads(blob)
-    if not isinstance(state, dict):
-        raise ConfigError(f"{uri} holds a sample state from before string ids: delete the samples and "
-                          "sample_state tables and run `oneloc ingest` again to rebuild them")
-    b = state["builder"]
-    if (b.cfg.train_end_ms, b.cfg.val_end_ms) != (split.train_end_ms, split.val_end_ms):
-        raise ConfigError(f"{uri} was built with another split (shards.policy / cutoffs) than the configured "
-                          "one: delete the samples and sample_state tables to rebuild them under it")
-    return b, IdCodes(state["ids"])
+STATE_TYPES = {"kind": pa.string(), "code": pa.int64(), "seq": pa.int64(), "id": pa.string(),
+               "state": pa.large_binary()}
+STATE_FORMAT = 2  # 1: one row, the whole builder pickled (refused)
+
+
+class StateLog:
+    """The ``SampleBuilder`` and ``IdCodes`` of the "sample_state" table, persisted per key: ``watch``
+    a batch's ``extend`` (or a ``flush``), then ``changes()`` are the rows that batch changed (commit
+    them with the batch's offsets), then ``committed()``. See the module docstring."""
+
+    def __init__(self, split, sink: DeltaSink):
+        self.sink = sink
+        self.builder, self.ids = SampleBuilder(split), IdCodes()
+        self.seq = self.rows = 0          # the next commit's number; rows in the table
+        dt = sink.table()
+        if dt is not None and (t := dt.to_pyarrow_table()).num_rows:
+            self._load(t, split)
+        self._saved_ids = len(self.ids.ids)
+        self._users: set = set()          # users changed since the last commit
+        self._pois: list = []             # POIs that became training POIs since the last commit
+
+    def watch(self, user: np.ndarray, poi: np.ndarray):
+        """Context of one ``extend``/``flush`` over events of ``user``/``poi`` codes: records the users
+        it changed (those of the events, and those whose open trajectory it closed) and new training POIs."""
+        return _Watch(self, user, poi)
+
+    def changes(self) -> pa.Table:
+        b, rows = self.builder, []
+        for u in sorted(self._users):
+            rows.append(("user", u, None, pickle.dumps(_user_state(b, u), protocol=5)))
+        rows += [("id", self._saved_ids + i, x, None) for i, x in enumerate(self.ids.ids[self._saved_ids:])]
+        rows += [("poi", p, None, None) for p in sorted(self._pois)]
+        meta = {"format": STATE_FORMAT, "now": b._now, "split": b._split, "seq": self.seq,
+                "cutoffs": (b.cfg.train_end_ms, b.cfg.val_end_ms)}
+        rows.append(("meta", -1, None, pickle.dumps(meta)))
+        kind, code, ids, state = zip(*rows, strict=True)
+        return pa.table({"kind": pa.array(kind, pa.string()), "code": pa.array(code, pa.int64()),
+                         "seq": pa.array([self.seq] * len(rows), pa.int64()), "id": pa.array(ids, pa.string()),
+                         "state": pa.array(state, pa.large_binary())}, schema=pa.schema(list(STATE_TYPES.items())))
+
+    def committed(self) -> None:
+        """The rows of ``changes()`` are in the table: start the next batch's; compact the table
+        when it holds more superseded rows than live ones."""
+        self.rows += 1 + len(self._users) + len(self.ids.ids) - self._saved_ids + len(self._pois)
+        self._saved_ids, self._users, self._pois = len(self.ids.ids), set(), []
+        self.seq += 1
+        if self.rows > 2 * self.live():
+            self.compact()
+
+    def live(self) -> int:
+        b = self.builder
+        return 1 + len(self.ids.ids) + len(b.train_pois) + len(b._last)
+
+    def compact(self) -> None:
+        """Rewrite the table with the live rows only (every user's state, every id, the training POIs,
+        the meta row), in one overwrite commit. It carries no offsets: the Delta snapshot keeps the
+        last ones (txn actions outlive the files they came with)."""
+        b = self.builder
+        self._users, self._saved_ids, self._pois = set(b._last), 0, sorted(b.train_pois)
+        self.seq -= 1  # the rows get the current number again
+        data = self.changes()
+        with storage_errors(self.sink.uri):
+            write_deltalake(self.sink.uri, data, mode="overwrite", storage_options=self.sink.storage_options,
+                            commit_properties=CommitProperties(custom_metadata={"oneloc.compaction": "state"}))
+        self._saved_ids, self._users, self._pois = len(self.ids.ids), set(), []
+        self.seq += 1
+        self.rows = data.num_rows
+
+    def _load(self, t: pa.Table, split) -> None:
+        uri = self.sink.uri
+        if "kind" not in t.column_names:
+            raise ConfigError(f"{uri} holds a one-row sample state (the whole builder pickled, before the per-user "
+                              "state): delete the samples and sample_state tables and run `oneloc ingest` again "
+                              "to rebuild them")
+        self.rows = t.num_rows
+        kind = t["kind"]
+        metas = t.filter(pc.equal(kind, "meta"))
+        meta = pickle.loads(metas["state"][int(np.argmax(metas["seq"].to_numpy()))].as_py())
+        if meta["format"] != STATE_FORMAT:
+            raise ConfigError(f"{uri} holds a sample state of format {meta['format']} (this version reads "
+                              f"{STATE_FORMAT}): delete the samples and sample_state tables to rebuild them")
+        if tuple(meta["cutoffs"]) != (split.train_end_ms, split.val_end_ms):
+            raise ConfigError(f"{uri} was built with another split (shards.policy / cutoffs) than the configured "
+                              "one: delete the samples and sample_state tables to rebuild them under it")
+        b = self.builder
+        b._now, b._split, self.seq = meta["now"], meta["split"], meta["seq"] + 1
+        ids = t.filter(pc.equal(kind, "id")).sort_by("code")
+        if not np.array_equal(ids["code"].to_numpy(), np.arange(ids.num_rows)):
+            raise ConfigError(f"{uri}: the id codes of the sample state are not 0..n-1: delete the samples and "
+                              "sample_state tables to rebuild them")
+        self.ids = IdCodes(ids["id"].to_pylist())
+        b.train_pois = set(t.filter(pc.equal(kind, "poi"))["code"].to_pylist())
+        users = t.filter(pc.equal(kind, "user")).sort_by([("code", "ascending"), ("seq", "ascending")])
+        code = users["code"].to_numpy()
+        newest = np.flatnonzero(np.append(code[1:] != code[:-1], True)) if len(code) else code
+        L = b.cfg.history_len
+        for u, blob in zip(code[newest].tolist(), users["state"].take(pa.array(newest)).to_pylist(), strict=True):
+            hist, last, train, opened = pickle.loads(blob)
+            b._hist[u] = deque(hist, maxlen=L)
+            b._last[u] = last
+            if train:
+                b.train_users.add(u)
+            if opened is not None:
+                b._open[u] = opened
+        # the close-by times of the open trajectories (``advance``): a user's open trajectory is due at
+        # their last event + the gap (the heap's other entries are stale: ``advance`` skips them)
+        b._due = [(b._last[u][0] + b.gap_ms, u) for u in b._open]
+        heapq.heapify(b._due)
+
+
+def _user_state(b: SampleBuilder, u) -> tuple:
+    """One user's part of the builder: (history items, last (ts, split, traj), has a training event,
+    open val/test trajectory [kept count, its sample if it ended now] or None)."""
+    return list(b._hist.get(u, ())), b._last.get(u), u in b.train_users, b._open.get(u)
+
+
+class _Watch:
+    def __init__(self, log: StateLog, user: np.ndarray, poi: np.ndarray):
+        self.log, self.user = log, user
+        tp = log.builder.train_pois
+        self.pois = [p for p in np.unique(poi).tolist() if p not in tp]
+
+    def __enter__(self):
+        self.open = list(self.log.builder._open)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        b = self.log.builder
+        self.log._users.update(np.unique(self.user).tolist())
+        self.log._users.update(u for u in self.open if u not in b._open)
+        self.log._pois += [p for p in self.pois if p in b.train_pois]
 
 
 class IdCodes:

@@ -42,8 +42,8 @@ def test_rolling_split_is_relative_to_the_watermark():
                                                                  ShardsConfig().val_end_ms)
 
 
-def test_a_sample_state_of_another_policy_or_of_integer_ids_is_refused(tmp_path):
-    """The shards' builder state remembers its split: under another policy (or from before string ids) the
+def test_a_sample_state_of_another_policy_or_of_the_one_row_format_is_refused(tmp_path):
+    """The shards' builder state remembers its split: under another policy (or of the one-row format from before per-user state) the
     ingest job stops with what to do instead of mixing two splits in one table."""
     import pickle
 
@@ -58,11 +58,11 @@ def test_a_sample_state_of_another_policy_or_of_integer_ids_is_refused(tmp_path)
     cfg = load_config(overrides=[f"storage.root={tmp_path}"])
     parts = [("orders", 0)]
     w = ShardWriter(cfg, parts)                                # rolling, no state yet
-    write_deltalake(cfg.storage.table(STATE), w._blob())
+    w.state.write(w.log.changes(), {parts[0]: 1})
     assert ShardWriter(cfg, parts).builder.cfg.train_end_ms == NEVER_MS
     with pytest.raises(ConfigError, match="another split"):
         ShardWriter(load_config(overrides=[f"storage.root={tmp_path}", "shards.policy=cutoffs"]), parts)
     old = pa.table({"state": pa.array([pickle.dumps(SampleBuilder(ShardsConfig()))], pa.large_binary())})
-    write_deltalake(cfg.storage.table(STATE), old, mode="overwrite")
-    with pytest.raises(ConfigError, match="before string ids"):
+    write_deltalake(cfg.storage.table(STATE), old, mode="overwrite", schema_mode="overwrite")
+    with pytest.raises(ConfigError, match="one-row sample state"):
         ShardWriter(cfg, parts)
