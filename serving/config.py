@@ -45,10 +45,10 @@ class ServeConfig(Section):
     beam: int = Field(default=12, description="beam width (at least the batch's largest k); 0 = 2 * that k. 12 for "
                       "k = 10 was chosen on NYC validation: metrics equal to beam 20's, 1.25x cheaper "
                       "(docs/results/model/request-path.md)")
-    bf16: Literal["auto", "on", "off"] = Field(
+    bf16: Literal["auto"] | bool = Field(
         default="auto", description="decode with bfloat16 matrix products (model/beam_search.beam_search_bf16): "
                                     "auto = on a GPU, or a CPU with AMX (1.35x cheaper there, equal validation "
-                                    "metrics); off = float32")
+                                    "metrics); true/on, false/off = float32")
     # answers
     popular_weight: float = Field(default=0.7, ge=0.0, le=1.0,
                                   description="no history: p = w * neighbourhood popularity + (1 - w) * model")
@@ -120,11 +120,11 @@ def set_serve_env(host: str = "127.0.0.1") -> None:
     os.environ.setdefault("ONELOC_HAPROXY_BIND_HOST", host)
 
 
-def use_bf16(setting: str, device: str) -> bool:
+def use_bf16(setting: str | bool, device: str) -> bool:
     """Whether the model replica decodes in bfloat16: ``serve.bf16``, with "auto" = a GPU, or a CPU whose
     flags have amx_bf16 (elsewhere bf16 matrix products are emulated and slower than float32)."""
     if setting != "auto":
-        return setting == "on"
+        return bool(setting)
     if device.startswith("cuda"):
         return True
     try:

@@ -409,6 +409,8 @@ def test_bf16_setting():
 
     from oneloc.serving.config import use_bf16
 
-    assert use_bf16("on", "cpu") and not use_bf16("off", "cuda") and use_bf16("auto", "cuda:0")
+    assert use_bf16(True, "cpu") and not use_bf16(False, "cuda") and use_bf16("auto", "cuda:0")
+    for value, want in (("on", True), ("off", False), ("auto", "auto"), ("true", True)):   # as --set writes them
+        assert load_config(overrides=[f"serve.bf16={value}"]).serve.bf16 == want
     amx = " amx_bf16" in Path("/proc/cpuinfo").read_text()
     assert use_bf16("auto", "cpu") == amx
