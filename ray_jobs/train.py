@@ -16,6 +16,7 @@ history to ``<storage.reports>/<run_name>/metrics.jsonl`` and ``metrics.png``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import time
@@ -138,13 +139,24 @@ def launch(cfg, loop_cfg: dict, dataset, run_name: str, resume: bool, address: s
     t0 = time.perf_counter()
     result = trainer.fit()
     wall = time.perf_counter() - t0
-    with result.checkpoint.as_directory() as d:
-        import torch
+    import torch
 
-        history = torch.load(f"{d}/train_state.pt", weights_only=False)["history"]
-    best = max(result.best_checkpoints, key=lambda cm: cm[1].get(t.early_stop_metric, -np.inf))
-    summary = {"run": run_name, "best_checkpoint": f"{best[0].path}/model.pt", "best_metrics": best[1],
-               "latest_checkpoint": f"{result.checkpoint.path}/model.pt", "resumed_from": resume_path,
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            history = torch.load(f"{d}/train_state.pt", weights_only=False)["history"]
+        best_path, best_metrics = max(((c.path, m) for c, m in result.best_checkpoints),
+                                      key=lambda cm: cm[1].get(t.early_stop_metric, -np.inf))
+        latest = result.checkpoint.path
+    elif resume_path is not None:   # resumed from the last epoch's checkpoint: no epoch was left to run
+        fs, path = _fs(resume_path)
+        with fs.open_input_file(f"{path}/train_state.pt") as f:
+            history = torch.load(io.BytesIO(f.read()), weights_only=False)["history"]
+        log.info("--resume: %s already holds the last epoch; nothing left to train", resume_path)
+        best_path, best_metrics, latest = resume_path, (history[-1] if history else {}), resume_path
+    else:
+        raise RuntimeError(f"training run {run_name} reported no checkpoint")
+    summary = {"run": run_name, "best_checkpoint": f"{best_path}/model.pt", "best_metrics": best_metrics,
+               "latest_checkpoint": f"{latest}/model.pt", "resumed_from": resume_path,
                "data_version": loop_cfg["data_version"], "workers": t.workers, "use_gpu": t.use_gpu,
                "wall_s": round(wall, 1), "history": history}
     fs, root = _fs(storage_root(cfg))

@@ -1,5 +1,5 @@
 """SIGKILL of the trainer mid-work: `oneloc train` (tiny model, a few hundred samples in a Delta samples
-table, 3 epochs, a checkpoint each epoch) runs as a subprocess with its own local Ray (its own RAY_TMPDIR,
+table, 5 epochs, a checkpoint each epoch) runs as a subprocess with its own local Ray (its own RAY_TMPDIR,
 its own session and process group). As soon as the first checkpoint is on storage the whole process
 group is SIGKILLed (driver, GCS, raylet, Train workers); no process of that Ray may survive. Then
 `oneloc train --resume` continues from that checkpoint: the epochs go on from 2, the summary's history
@@ -27,7 +27,7 @@ from oneloc.streaming.samples import build_samples
 from tests.integration.fixtures_delta import write_samples_and_pois
 
 pytestmark = pytest.mark.integration
-EPOCHS = 3
+EPOCHS = 5   # a few epochs of ~1 s each: the kill (polled every 0.1 s) lands with epochs left
 RUN = "fault-train"
 
 
@@ -79,7 +79,7 @@ def kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(320)
 def test_trainer_sigkilled_after_first_checkpoint_resumes_and_finishes(tmp_path):
     overrides = [f"storage.root={tmp_path / 'state'}", "model.size=tiny", "model.tokenizer.codebook_size=8",
                  "train.source=delta", "shards.policy=cutoffs", "train.workers=2", "train.batch_size=32", "train.val_samples=24",
@@ -129,12 +129,27 @@ def test_trainer_sigkilled_after_first_checkpoint_resumes_and_finishes(tmp_path)
     assert summary["resumed_from"] is not None and Path(summary["resumed_from"]).name in ckpts_at_kill
     resumed_at = load_checkpoint(Path(summary["resumed_from"]) / "model.pt")[3]["epoch"]
     assert resumed_at >= 1  # the resumed run started at epoch resumed_at + 1, not at 1
-    new_epochs = sorted(load_checkpoint(m)[3]["epoch"]
-                        for m in Path(summary["latest_checkpoint"]).parent.parent.glob("checkpoint_*/model.pt"))
-    assert new_epochs == list(range(resumed_at + 1, EPOCHS + 1)), (resumed_at, new_epochs)
+    if resumed_at < EPOCHS:
+        new_epochs = sorted(load_checkpoint(m)[3]["epoch"]
+                            for m in Path(summary["latest_checkpoint"]).parent.parent.glob("checkpoint_*/model.pt"))
+        assert new_epochs == list(range(resumed_at + 1, EPOCHS + 1)), (resumed_at, new_epochs)
+    else:  # the kill came after the last epoch's checkpoint (a slow poll): resume has nothing left, and says so
+        assert summary["latest_checkpoint"] == f"{summary['resumed_from']}/model.pt"
     epochs, steps = [h["epoch"] for h in summary["history"]], [h["step"] for h in summary["history"]]
     assert epochs == list(range(1, EPOCHS + 1))  # the epochs before the kill, then the resumed ones
     per_epoch = -(-n_train // (32 * 2))
     assert steps == [per_epoch * e for e in epochs]  # the step count continued, not restarted
-    shutil.rmtree(ray_tmp, ignore_errors=True)  # kept when the test fails: the Ray logs
     print(f"resumed from epoch {resumed_at} in {time.monotonic() - t1:.1f}s: epochs {epochs}, steps {steps}")
+
+    # resuming a run whose last epoch is checkpointed: nothing to train, a clean exit, the same history
+    proc = start([*argv, "--resume"], env, tmp_path / "again.log")
+    try:
+        rc = proc.wait(120)
+    finally:
+        kill_group(proc)
+    assert rc == 0, (tmp_path / "again.log").read_text()[-4000:]
+    again = json.loads(summary_path.read_text())
+    assert load_checkpoint(Path(again["resumed_from"]) / "model.pt")[3]["epoch"] == EPOCHS
+    assert again["latest_checkpoint"] == f"{again['resumed_from']}/model.pt"
+    assert [h["epoch"] for h in again["history"]] == epochs
+    shutil.rmtree(ray_tmp, ignore_errors=True)  # kept when the test fails: the Ray logs
