@@ -2,7 +2,7 @@
 evaluation and serving all call.
 
 Batch (dict of tensors; B requests, T = max_len history events, C context size, R ring cells, L levels,
-S transition candidates).
+S transition candidates, S' nearby candidates).
 Histories are padded on the LEFT (the latest event is always at position T - 1) and ``hist_mask`` marks
 the real events, so padding never changes the output:
 
@@ -16,6 +16,9 @@ the real events, so padding never changes the output:
     nbr_ctx      (B, R, C) float32 context vectors of the user's cell and its ring (context.neighbor_context)
     cand_items   (B, S)    long    transition candidates: successors of the latest event (model/transitions.py)
     cand_counts  (B, S)    float32 their transition counts before the request time (0 = masked)
+    near_items   (B, S')   long    nearby candidates: the most visited places of the user's H3 ring (model/nearby.py)
+    near_counts  (B, S')   float32 their visits before the request time (0 = masked: none yet, or in the history)
+    near_km      (B, S')   float32 their distance to user_loc in km
     target_codes (B, L)    long    semantic ID of the target POI (only when targets are given)
     target_items (B,)      long    item index of the target POI, 0 if unknown (only when targets are given)
 
@@ -78,6 +81,9 @@ def make_batch(tok, histories: list[list], history_ts_ms: list[list[int]], now_t
     }
     cand, counts = tok.transitions.candidates(items[:, -1], np.asarray(now_ts_ms, np.int64))
     batch["cand_items"], batch["cand_counts"] = torch.from_numpy(cand), torch.from_numpy(counts)
+    ul = np.asarray(user_locs, np.float64).reshape(B, 2)
+    near, visits, km = tok.nearby.candidates(ul[:, 0], ul[:, 1], np.asarray(now_ts_ms, np.int64), items, tok.lat, tok.lng)
+    batch["near_items"], batch["near_counts"], batch["near_km"] = (torch.from_numpy(x) for x in (near, visits, km))
     if targets is not None:
         target_items = np.array([tok.index_of(p) for p in targets], np.int64)
         batch["target_items"] = torch.from_numpy(target_items)

@@ -4,6 +4,7 @@
     cfg.model.d_model = 256                           # any explicit value overrides the preset
     cfg.model.geo_ids / attn_bias / gate / prompt / copy_head  # ablation switches (False removes the module)
     cfg.model.transitions = 20                        # transition candidates (model/transitions.py)
+    cfg.model.nearby = 64                             # nearby new-place candidates (model/nearby.py)
 
 ``ctx_dim`` (C, the length of a location-context vector) is 0 by default: it is then taken from the
 context vectors the tokenizer was fitted on (``build_model``), so the model accepts any C.
@@ -61,6 +62,9 @@ class ModelConfig(Section):
     copy_head: bool = Field(default=True, description="history copy head (model/copy.py): point at the user's own events")
     transitions: int = Field(default=0, ge=0, description="S successor candidates of the latest event "
                              "(model/transitions.py); 0 = none (20 measured no better on validation)")
+    nearby: int = Field(default=0, ge=0, description="S' nearby candidates: the most visited places in the "
+                        "request's H3 ring not in the history (model/nearby.py); 0 = none")
+    nearby_ring: int = Field(default=1, ge=0, description="k of the H3 k-ring the nearby candidates come from")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
 
     def dims(self) -> tuple[int, int, int, int, int]:

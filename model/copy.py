@@ -33,7 +33,8 @@ class HistoryCopy(nn.Module):
         return self.k(events)
 
     def forward(self, gen_logp: list[torch.Tensor], hidden: torch.Tensor, levels: list[int], codes: torch.Tensor,
-                keys: torch.Tensor, event_codes: torch.Tensor, event_mask: torch.Tensor) -> list[torch.Tensor]:
+                keys: torch.Tensor, event_codes: torch.Tensor, event_mask: torch.Tensor,
+                event_bias: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Mix the generator's log-probs with the pointer's at the given levels.
 
         gen_logp[i]  (B * G, K_l)  generator log-probs of level l = levels[i] (float32)
@@ -42,6 +43,7 @@ class HistoryCopy(nn.Module):
         keys         (B, T, d)     ``keys(encoder outputs of the history events)``
         event_codes  (B, T, L)     semantic IDs of the history items
         event_mask   (B, T)        True = a real event of a known item
+        event_bias   (B, T)        added to the pointer scores (None = 0)
         -> per level, (B * G, K_l) mixed log-probs
         """
         BG, n, d = hidden.shape
@@ -54,6 +56,8 @@ class HistoryCopy(nn.Module):
         allowed = (match & event_mask[:, None, :, None].expand(B, G, T, 1).reshape(BG, T, 1)).transpose(1, 2)
         q = self.q(hidden).view(B, G * n, d)                                               # (B, G n, d)
         s = (q @ keys.transpose(1, 2)).view(BG, n, T).float() / math.sqrt(d)  # (BG, n, T)
+        if event_bias is not None:
+            s = s + event_bias[:, None].expand(B, G, T).reshape(BG, 1, T)
         any_ = allowed.any(-1)                                                             # (BG, n)
         s = s.masked_fill(~allowed, float("-inf")).masked_fill(~any_[..., None], 0.0)
         a = torch.softmax(s, -1) * any_[..., None]                                         # (BG, n, T)

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from oneloc.model.attention import GeoBias
+from oneloc.model.candidates import CandidateTokens, nearby_stats, transition_stats
 from oneloc.model.config import ModelConfig
 from oneloc.model.copy import HistoryCopy
 from oneloc.model.decoder import DecodeCache, Decoder
@@ -27,18 +28,20 @@ from oneloc.model.embed import CodeEmbedding, EventEmbedding, LocationEmbedding
 from oneloc.model.encoder import Encoder
 from oneloc.model.gate import LocationGate
 from oneloc.model.prompt import NeighborPrompt
-from oneloc.model.transitions import TransitionCandidates
 
 
 class Memory(NamedTuple):
     """The encoded request: the decoder cross-attends to ``states``; the copy head points at the events."""
 
-    states: torch.Tensor          # (B, M, d) [memory token ; encoder outputs ; prompt tokens ; candidates]
+    states: torch.Tensor          # (B, M, d) [memory token ; encoder outputs ; prompt tokens ; candidates
+                                  #            (transitions, then nearby)]
     mask: torch.Tensor            # (B, M)    True = attendable
-    event_keys: torch.Tensor      # (B, E, d) the copy head's keys of the history events and transition
-                                  #           candidates, E = T + S (the states themselves without a copy head)
+    event_keys: torch.Tensor      # (B, E, d) the copy head's keys of the history events and candidates,
+                                  #           E = T + S + S' (the states themselves without a copy head)
     event_codes: torch.Tensor     # (B, E, L) their semantic IDs
     event_mask: torch.Tensor      # (B, E)    True = a real event / candidate of a known item
+    event_bias: torch.Tensor      # (B, E)    added to the copy head's pointer scores: 0, except
+                                  #           ``OneLoc.nearby_bias`` on nearby candidates (an inference knob)
 
     def repeat(self, n: int) -> Memory:
         """Each request n times over (rows r, then r again ...): for n candidate sets scored at once."""
@@ -66,14 +69,16 @@ class OneLoc(nn.Module):
         self.prompt = (NeighborPrompt(cfg.ctx_dim, d, nh, cfg.prompt_tokens, d_ff, cfg.dropout)
                        if cfg.prompt else None)
         self.copy = HistoryCopy(d) if cfg.copy_head else None
-        self.transitions = TransitionCandidates(d) if cfg.transitions else None
+        self.transitions = CandidateTokens(d, 3) if cfg.transitions else None
+        self.nearby = CandidateTokens(d, 3) if cfg.nearby else None
+        self.nearby_bias = 0.0        # inference only: > 0 favours nearby new places in the pointer, < 0 history
 
     @property
     def num_levels(self) -> int:
         return len(self.codebook_sizes)
 
     def encode(self, batch: dict) -> Memory:
-        """-> the Memory of the batch, M = 1 + T (+ P with the prompt) (+ S with transition candidates)."""
+        """-> the Memory of the batch, M = 1 + T (+ P with the prompt) (+ S transition, S' nearby candidates)."""
         event_codes = self.item_codes[batch["hist_items"]]                        # (B, T, L)
         items = self.codes(event_codes).sum(-2)                                   # (B, T, d)
         mask = batch["hist_mask"]                                                 # (B, T)
@@ -88,17 +93,26 @@ class OneLoc(nn.Module):
             p = self.prompt(user, batch["nbr_ctx"])                               # (B, P, d)
             parts.append(p.to(h.dtype))
             masks.append(mask.new_ones(B, p.size(1)))
-        events, ev_codes, ev_mask = [h], [event_codes], [mask]
+        events, ev_codes, ev_mask, ev_bias = [h], [event_codes], [mask], [torch.zeros_like(mask, dtype=torch.float32)]
+        sources = []                                                              # (module, items, ok, stats, bias)
         if self.transitions is not None:
-            cand, counts = batch["cand_items"], batch["cand_counts"]              # (B, S)
+            counts = batch["cand_counts"]                                         # (B, S)
+            sources.append((self.transitions, batch["cand_items"], counts > 0, transition_stats(counts), 0.0))
+        if self.nearby is not None:
+            counts = batch["near_counts"]                                         # (B, S')
+            sources.append((self.nearby, batch["near_items"], counts > 0, nearby_stats(counts, batch["near_km"]),
+                            self.nearby_bias))
+        for module, cand, ok, stats, bias in sources:
             cand_codes = self.item_codes[cand]                                    # (B, S, L)
-            c = self.transitions(self.codes(cand_codes).sum(-2), counts).to(h.dtype)   # (B, S, d)
+            c = module(self.codes(cand_codes).sum(-2), stats).to(h.dtype)         # (B, S, d)
             parts.append(c)
-            masks.append(counts > 0)
-            events, ev_codes, ev_mask = events + [c], ev_codes + [cand_codes], ev_mask + [counts > 0]
+            masks.append(ok)
+            events, ev_codes, ev_mask = events + [c], ev_codes + [cand_codes], ev_mask + [ok]
+            ev_bias.append(torch.full_like(stats[..., 0], float(bias), dtype=torch.float32))
         events = torch.cat(events, 1)                                             # (B, E, d)
         keys = self.copy.keys(events) if self.copy is not None else events
-        return Memory(torch.cat(parts, 1), torch.cat(masks, 1), keys, torch.cat(ev_codes, 1), torch.cat(ev_mask, 1))
+        return Memory(torch.cat(parts, 1), torch.cat(masks, 1), keys, torch.cat(ev_codes, 1), torch.cat(ev_mask, 1),
+                      torch.cat(ev_bias, 1))
 
     def _logprobs(self, memory: Memory, hidden, levels: list[int], codes) -> list[torch.Tensor]:
         """Decoder states (B * G, n, d) predicting ``levels`` -> their (B * G, K_l) log-probs (float32),
@@ -106,7 +120,8 @@ class OneLoc(nn.Module):
         logp = [F.log_softmax(self.decoder.logits(hidden[:, i], lv).float(), -1) for i, lv in enumerate(levels)]
         if self.copy is None:
             return logp
-        return self.copy(logp, hidden, levels, codes, memory.event_keys, memory.event_codes, memory.event_mask)
+        return self.copy(logp, hidden, levels, codes, memory.event_keys, memory.event_codes, memory.event_mask,
+                         memory.event_bias)
 
     def level_logprobs(self, memory: Memory, codes) -> list[torch.Tensor]:
         """Teacher forcing: codes (B * G, L) -> per level l, log-probs (B * G, K_l) of code l given codes < l
@@ -161,7 +176,7 @@ class OneLoc(nn.Module):
 
 def build_model(cfg: ModelConfig, tokenizer) -> OneLoc:
     """The model for a fitted tokenizer; ctx_dim 0 in the config is taken from its context vectors, and a
-    tokenizer fitted without transitions gives a model without transition candidates."""
+    tokenizer fitted without transitions (visits) gives a model without transition (nearby) candidates."""
     if cfg.ctx_dim == 0:
         cfg = cfg.model_copy(update={"ctx_dim": tokenizer.ctx_dim})
     elif cfg.ctx_dim != tokenizer.ctx_dim:
@@ -171,4 +186,9 @@ def build_model(cfg: ModelConfig, tokenizer) -> OneLoc:
         cfg = cfg.model_copy(update={"transitions": 0})
     elif cfg.transitions != width:
         raise ValueError(f"transitions {cfg.transitions} != the tokenizer's {width} successors per POI")
+    width = tokenizer.nearby.width
+    if cfg.nearby and width == 0:
+        cfg = cfg.model_copy(update={"nearby": 0})
+    elif cfg.nearby != width:
+        raise ValueError(f"nearby {cfg.nearby} != the tokenizer's {width} nearby candidates per cell")
     return OneLoc(cfg, tokenizer.codebook_sizes, tokenizer.item_codes())

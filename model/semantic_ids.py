@@ -25,6 +25,7 @@ import numpy as np
 
 from oneloc.model.config import ModelConfig
 from oneloc.model.covisit import covisit_embedding
+from oneloc.model.nearby import NearbyLog
 from oneloc.model.rq_kmeans import residual_kmeans
 from oneloc.model.transitions import TransitionLog
 from oneloc.model.trie import Trie
@@ -72,10 +73,13 @@ class SemanticIdTokenizer:
     report: dict = field(default_factory=dict)
     transitions: TransitionLog | None = None   # training transitions (model/transitions.py); None = empty
     h3_resolution: int = 8       # the H3 resolution of ``ctx`` (index.h3_resolution when fitted)
+    nearby: NearbyLog | None = None            # training visits by H3 ring (model/nearby.py); None = empty
 
     def __post_init__(self):
         if self.transitions is None:
             self.transitions = TransitionLog.fit([], [], [], len(self.poi_ids), 0)
+        if self.nearby is None:
+            self.nearby = NearbyLog.from_state({})
         self._index = {p: i + 1 for i, p in enumerate(self.poi_ids.tolist())}
         self._by_id = {tuple(row): i + 1 for i, row in enumerate(self.codes.tolist())}
 
@@ -119,7 +123,7 @@ class SemanticIdTokenizer:
         return {"poi_ids": ids.tolist() if ids.dtype.kind in "OUS" else ids.astype(np.int64),
                 "codes": self.codes, "codebook_sizes": list(self.codebook_sizes), "category": self.category,
                 "lat": self.lat, "lng": self.lng, "ctx": self.ctx, "report": json.dumps(self.report),
-                "h3_resolution": int(self.h3_resolution), **self.transitions.state()}
+                "h3_resolution": int(self.h3_resolution), **self.transitions.state(), **self.nearby.state()}
 
     @classmethod
     def from_state(cls, s: dict) -> SemanticIdTokenizer:
@@ -128,7 +132,8 @@ class SemanticIdTokenizer:
         return cls(ids, np.asarray(s["codes"], np.int64), [int(k) for k in s["codebook_sizes"]],
                    np.asarray(s["category"], np.int64), np.asarray(s["lat"], np.float64),
                    np.asarray(s["lng"], np.float64), np.asarray(s["ctx"], np.float32), json.loads(s["report"]),
-                   TransitionLog.from_state(s, len(ids)), int(s.get("h3_resolution", 8)))  # older: 8
+                   TransitionLog.from_state(s, len(ids)), int(s.get("h3_resolution", 8)),  # older: 8
+                   NearbyLog.from_state(s))
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
@@ -166,13 +171,14 @@ def poi_vectors(category: np.ndarray, ctx: np.ndarray, sequences: list[list[int]
 
 
 def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig,
-                  transitions=None, h3_resolution: int = 8) -> SemanticIdTokenizer:
+                  transitions=None, h3_resolution: int = 8, visits=None) -> SemanticIdTokenizer:
     """Fit the semantic IDs of a POI catalog. ``poi_ids``: the catalog's ids (strings, or the offline
     dataset's integers); ``sequences``: lists of POI ids (e.g. training users'
     check-in sequences) for the collaborative signal; ``ctx`` (N, C): each POI's location context at H3
     ``h3_resolution`` (recorded in the tokenizer, so the checkpoint rebuilds the same context);
     ``transitions``: (prev POI ids, next POI ids, times in ms) for the top ``cfg.transitions`` successors
-    of each POI (none given: an empty log, the model then has no transition candidates)."""
+    of each POI (none given: an empty log, the model then has no transition candidates); ``visits``: (POI
+    ids, times in ms) for the top ``cfg.nearby`` most visited places of each H3 ring (model/nearby.py)."""
     poi_ids = np.asarray(poi_ids)
     if poi_ids.dtype.kind in "US":
         poi_ids = poi_ids.astype(object)
@@ -190,6 +196,9 @@ def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig,
     prev, nxt, times = transitions if transitions is not None and cfg.transitions else ([], [], [])
     tok.transitions = TransitionLog.fit([index.get(p, -1) + 1 for p in prev], [index.get(p, -1) + 1 for p in nxt],
                                         times, len(poi_ids), cfg.transitions if len(prev) else 0)
+    seen, when = visits if visits is not None and cfg.nearby else ([], [])
+    tok.nearby = NearbyLog.fit([index.get(p, -1) + 1 for p in seen], when, tok.lat, tok.lng,
+                               resolution=h3_resolution, ring=cfg.nearby_ring, s=cfg.nearby if len(seen) else 0)
     return tok
 
 

@@ -16,7 +16,7 @@ masked.
 
     log = TransitionLog.fit(prev_items, next_items, times_ms, num_items=N, s=20)
     cand, counts = log.candidates(latest_items, now_ms)                 # (B, S) each
-    tokens = TransitionCandidates(d)(code_emb_of_cand, counts)          # (B, S, d)
+    tokens = CandidateTokens(d, 3)(code_emb_of_cand, transition_stats(counts))   # model/candidates.py
 
 Off by default (``model.transitions = 0``): measured on the H100 (``python -m oneloc.benchmarks.ablations
 --variants oneloc,transitions``, 8 epochs, seeds 0 and 1, 1,000 validation samples) S = 20 gave MRR@10
@@ -29,8 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 _T = 1 << 44   # times in ms stay below 2**44 (year 2527): stamp = pair number * _T + time
 
@@ -79,19 +77,3 @@ class TransitionLog:
         if "succ_items" not in s:                                       # older files: no transitions
             return cls.fit([], [], [], num_items, 0)
         return cls(*(np.asarray(s[k], np.int64) for k in ("succ_items", "trans_pairs", "trans_stamps")))
-
-
-class TransitionCandidates(nn.Module):
-    """Candidate tokens from the successors of the latest event: the item + its count statistics."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.stats = nn.Linear(3, d)
-        self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
-
-    def forward(self, items: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """items (B, S, d) code embeddings of the candidates; counts (B, S) -> tokens (B, S, d)."""
-        total = counts.sum(-1, keepdim=True)                                            # (B, 1)
-        share = counts / total.clamp_min(1.0)
-        stats = torch.stack([counts.log1p(), share.clamp_min(1e-4).log(), total.log1p().expand_as(counts)], -1)
-        return self.out(items + self.stats(stats.to(items.dtype)))                      # (B, S, d)

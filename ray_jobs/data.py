@@ -153,7 +153,7 @@ def fit_train_tokenizer(train: pd.DataFrame, catalog: PoiCatalog, model_cfg, h3_
     """Fit the semantic IDs of the training POIs (targets and histories of training samples; their
     category, place and location context from ``catalog``, the context at ``h3_resolution``, recorded in
     the tokenizer), with the training samples' transitions (latest history event -> target, at the
-    target's time) for the transition candidates."""
+    target's time) for the transition candidates and their visits (targets) for the nearby ones."""
     from oneloc.model.context import catalog_context
     from oneloc.model.semantic_ids import fit_tokenizer
     from oneloc.streaming.samples import user_sequences
@@ -167,8 +167,9 @@ def fit_train_tokenizer(train: pd.DataFrame, catalog: PoiCatalog, model_cfg, h3_
     ctx, _ = catalog_context(p.lat, p.lng, cat, len(cat_of) + 1, h3_resolution)
     seqs = [s.tolist() for s in user_sequences(train).values()]
     prev = [h[-1] if len(h) else None for h in train["hist_poi"]]
+    targets, times = train["target_poi"].tolist(), train["target_ts"].tolist()
     tok = fit_tokenizer(p.poi_id, cat, p.lat, p.lng, ctx, seqs, model_cfg, h3_resolution=h3_resolution,
-                        transitions=(prev, train["target_poi"].tolist(), train["target_ts"].tolist()))
+                        transitions=(prev, targets, times), visits=(targets, times))
     # spare last-level codes: places that reach the catalog after training get one in serving
     # (model/new_places.py) and are recommendable before the next retrain
     return reserve_codes(tok, model_cfg.tokenizer.spare_codes)
