@@ -63,7 +63,7 @@ GPUS_PER_TRAIN_WORKER = 1  # ray_jobs/train.py: resources_per_worker {"GPU": 1} 
 GPU_RESULTS = REPO / "docs" / "results" / "gpu"
 MEASURED_GPUS_PER_HOST = 2  # the 2 x H200 runs: both ranks on one host (NVLink)
 # Per GPU worker (raycluster.yaml gpu group says why): one core busy with the host-bound step, the feed build, NCCL and
-# Ray threads; 32 GiB hold a shard of ~9M samples while its device feed is built (feed-footprint.json).
+# Ray threads; 32 GiB hold a shard of ~6M samples while its device feed is built (feed-footprint.json).
 CPUS_PER_GPU, MEMORY_PER_GPU_GIB = 4, 32
 DEFAULT_HEAD_PORTS = {"gcs-server": ("port", 6379), "dashboard": ("dashboard-port", 8265),
                       "client": ("ray-client-server-port", 10001), "metrics": ("metrics-export-port", 8080)}
