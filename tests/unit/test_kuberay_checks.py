@@ -257,7 +257,8 @@ def check_gpu_measured(d: Deploy) -> list[str]:
             out.append(f"gpu-measured: {name}: train.batch_size {cfg.train.batch_size}, measured best per GPU: "
                        f"{batch_want} (docs/results/gpu/bench-train-b*.json)")
         if cfg.train.feed != "device":
-            out.append(f"gpu-measured: {name}: train.feed {cfg.train.feed}; measured: device (the GPU starves on stream)")
+            out.append(f"gpu-measured: {name}: train.feed {cfg.train.feed}; measured: device (stream starves the "
+                       "GPU)")
         env = (yaml.safe_load(job["spec"].get("runtimeEnvYAML") or "{}") or {}).get("env_vars") or {}
         for k, v in env_want.items():
             if str(env.get(k)) != v:
@@ -279,7 +280,8 @@ def check_gpu_measured(d: Deploy) -> list[str]:
             if gpus <= 0:
                 continue
             lim, req = res.get("limits", {}), res.get("requests", {})
-            if quantity(lim.get("cpu", 0)) < CPUS_PER_GPU * gpus or gib(lim.get("memory", 0)) < MEMORY_PER_GPU_GIB * gpus:
+            cpus, mem = quantity(lim.get("cpu", 0)), gib(lim.get("memory", 0))
+            if cpus < CPUS_PER_GPU * gpus or mem < MEMORY_PER_GPU_GIB * gpus:
                 out.append(f"gpu-measured: {name} {gname}: {lim.get('cpu')} CPUs, {lim.get('memory')} for {gpus:g} "
                            f"GPUs; a GPU worker needs {CPUS_PER_GPU} CPUs and {MEMORY_PER_GPU_GIB}Gi")
             if {k: str(v) for k, v in req.items()} != {k: str(v) for k, v in lim.items()}:
