@@ -9,6 +9,13 @@ each starting with the check's name. They encode how KubeRay v1.7.0 and this pro
 - gpu-reach: `oneloc train|rl --workers N --gpu` asks Ray for N workers of one GPU and train.cpus_per_worker CPUs each
   (ray_jobs/train.py); the cluster the RayJob selects must be able to hold them: GPU pods at maxReplicas with the
   autoscaler on, else at replicas. gpu-nodes: GPU pods tolerate the GPU taint, select GPU nodes and run the CUDA build.
+- gpu-measured: the GPU RayJobs and pods carry what was measured on 2 x H200 (docs/results/gpu/): the per-worker batch
+  that scaled best 2 GPUs vs 1 (bench-train-b*.json), the device feed, both set in the ConfigMap itself (a new default
+  does not change the cluster unseen); the NCCL/NVLink-multicast environment of the measured runs (setup.sh) in the
+  job's runtime env (it reaches the Ray Train workers); the measured 2 ranks on one pod (one host, NVLink: nccl.json);
+  per GPU at least CPUS_PER_GPU CPUs and MEMORY_PER_GPU_GIB of memory, requests = limits (the sizing of
+  raycluster.yaml's gpu group, docs/OPERATIONS.md "GPU sizing"); no Serve GPU pods while serve.num_gpus is 0 (Serve
+  on a GPU is not measured).
 - storage: the trainer (RayCluster pods) writes checkpoints to storage.checkpoints and reports to storage.reports of the
   ConfigMap; Serve reads the folder args.checkpoint, else serve.checkpoint, else storage.checkpoints
   (serving/app.py) through local file calls only (serving/rollout.py), and reports are written with pathlib
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import math
 import re
 import shlex
@@ -52,6 +60,11 @@ BEFORE = Path(__file__).with_name("kuberay_before_issue18")
 SERVE_CONFIG = REPO / "infra" / "serve_config.yaml"
 GPU = "nvidia.com/gpu"
 GPUS_PER_TRAIN_WORKER = 1  # ray_jobs/train.py: resources_per_worker {"GPU": 1} with --gpu (test below)
+GPU_RESULTS = REPO / "docs" / "results" / "gpu"
+MEASURED_GPUS_PER_HOST = 2  # the 2 x H200 runs: both ranks on one host (NVLink)
+# Per GPU worker (raycluster.yaml gpu group says why): one core busy with the host-bound step, the feed build, NCCL and
+# Ray threads; 32 GiB hold a shard of ~6M samples while its device feed is built (feed-footprint.json).
+CPUS_PER_GPU, MEMORY_PER_GPU_GIB = 4, 32
 DEFAULT_HEAD_PORTS = {"gcs-server": ("port", 6379), "dashboard": ("dashboard-port", 8265),
                       "client": ("ray-client-server-port", 10001), "metrics": ("metrics-export-port", 8080)}
 DEPRECATED = {"serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"}
@@ -109,6 +122,14 @@ def ray_container(group: dict) -> dict:
 def quantity(q) -> float:
     s = str(q)
     return float(s[:-1]) / 1000 if s.endswith("m") else float(s)
+
+
+def gib(q) -> float:
+    """A Kubernetes memory quantity in GiB (Ki/Mi/Gi/Ti, k/M/G/T, or bytes)."""
+    m = re.fullmatch(r"([\d.]+)([KMGT]i?|k)?", str(q))
+    scale = {None: 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}[m.group(2)]
+    return float(m.group(1)) * scale / 2**30
 
 
 # -- the checks --------------------------------------------------------------------------------------------------
@@ -192,6 +213,86 @@ def check_gpu_nodes(d: Deploy) -> list[str]:
             if not image.endswith("-gpu"):
                 out.append(f"gpu-nodes: {name} {gname}: image {image} is not the CUDA build (infra/docker/Dockerfile "
                            "RAY_IMAGE ...-gpu, named *-gpu)")
+    return out
+
+
+def measured_env() -> dict[str, str]:
+    """The NCCL / PyTorch / NVSHMEM variables every measured GPU run exported (docs/results/gpu/setup.sh)."""
+    text = (GPU_RESULTS / "setup.sh").read_text()
+    return dict(re.findall(r"\b((?:NCCL|TORCH_SYMM_MEM|NVSHMEM)_\w+)=(\S+)", text))
+
+
+def measured_batch() -> int:
+    """The per-worker batch whose 2-GPU run scaled best against 1 GPU (bench-train-b*.json), with Ray Train at
+    >= 0.9x the plain loop per GPU there (issue 15's feed target)."""
+    runs = [json.loads(p.read_text()) for p in sorted(GPU_RESULTS.glob("bench-train-b*.json"))]
+    best = max(runs, key=lambda r: r["speedup_2_vs_1_workers"])
+    ray1 = next(r for r in best["runs"] if r["path"] == "ray" and r["workers"] == 1 and r["feed"] == "device")
+    plain = next(r for r in best["runs"] if r["path"] == "plain" and r["feed"] == "device")
+    assert ray1["samples_per_s_per_worker"] >= 0.9 * plain["samples_per_s_per_worker"], best
+    return ray1["batch_per_worker"]
+
+
+def job_config(d: Deploy, job: dict):
+    """The config a RayJob runs with: the ConfigMap and its entrypoint's global `--set KEY=VALUE`."""
+    from oneloc.cli import _parser
+
+    ns, _ = _parser().parse_known_args(shlex.split(job["spec"]["entrypoint"])[1:])
+    return d.config(ns.overrides)
+
+
+def check_gpu_measured(d: Deploy) -> list[str]:
+    out = []
+    (_, cm), = d.of("ConfigMap")
+    explicit = (yaml.safe_load(cm["data"]["oneloc.yaml"]) or {}).get("train") or {}
+    clusters = {doc["metadata"]["name"]: doc for _, doc in d.of("RayCluster")}
+    env_want, batch_want = measured_env(), measured_batch()
+    gpu_jobs = [(name, job, *parse_cli(shlex.split(job["spec"]["entrypoint"]))) for name, job in d.of("RayJob")]
+    gpu_jobs = [j for j in gpu_jobs if getattr(j[3], "gpu", False)]
+    out += [f"gpu-measured: the ConfigMap does not set train.{key} itself (a new default would change the GPU jobs "
+            "unseen)" for key in ("batch_size", "feed") if gpu_jobs and key not in explicit]
+    for name, job, command, args in gpu_jobs:
+        cfg = job_config(d, job)
+        if command == "train" and cfg.train.batch_size != batch_want:
+            out.append(f"gpu-measured: {name}: train.batch_size {cfg.train.batch_size}, measured best per GPU: "
+                       f"{batch_want} (docs/results/gpu/bench-train-b*.json)")
+        if cfg.train.feed != "device":
+            out.append(f"gpu-measured: {name}: train.feed {cfg.train.feed}; measured: device (stream starves the "
+                       "GPU)")
+        env = (yaml.safe_load(job["spec"].get("runtimeEnvYAML") or "{}") or {}).get("env_vars") or {}
+        for k, v in env_want.items():
+            if str(env.get(k)) != v:
+                out.append(f"gpu-measured: {name}: runtime env {k}={env.get(k)}, the measured runs had {k}={v} "
+                           "(docs/results/gpu/setup.sh)")
+        target = clusters.get(job["spec"].get("clusterSelector", {}).get("ray.io/cluster"))
+        gpu_groups = [(g, ray_container(g).get("resources", {})) for _, g in groups(cluster_spec(target))[1:]
+                      if quantity(ray_container(g).get("resources", {}).get("limits", {}).get(GPU, 0)) > 0] \
+            if target else []
+        workers = args.workers or cfg.train.workers
+        per_pod = max((quantity(r["limits"][GPU]) for _, r in gpu_groups), default=0)
+        if gpu_groups and per_pod < min(workers, MEASURED_GPUS_PER_HOST):
+            out.append(f"gpu-measured: {name}: {workers} workers on pods of {per_pod:g} GPU: the measured ranks "
+                       f"shared a host (NVLink); give the GPU group {MEASURED_GPUS_PER_HOST} GPUs per pod")
+    for name, doc in d.of("RayCluster") + d.of("RayService"):
+        for gname, g in groups(cluster_spec(doc))[1:]:
+            res = ray_container(g).get("resources", {})
+            gpus = quantity(res.get("limits", {}).get(GPU, 0))
+            if gpus <= 0:
+                continue
+            lim, req = res.get("limits", {}), res.get("requests", {})
+            cpus, mem = quantity(lim.get("cpu", 0)), gib(lim.get("memory", 0))
+            if cpus < CPUS_PER_GPU * gpus or mem < MEMORY_PER_GPU_GIB * gpus:
+                out.append(f"gpu-measured: {name} {gname}: {lim.get('cpu')} CPUs, {lim.get('memory')} for {gpus:g} "
+                           f"GPUs; a GPU worker needs {CPUS_PER_GPU} CPUs and {MEMORY_PER_GPU_GIB}Gi")
+            if {k: str(v) for k, v in req.items()} != {k: str(v) for k, v in lim.items()}:
+                out.append(f"gpu-measured: {name} {gname}: requests {req} != limits {lim}")
+    for name, svc in d.of("RayService"):
+        s = d.config(d.serve_app()[1].get("args", {}).get("overrides", [])).serve
+        for gname, g in groups(cluster_spec(svc))[1:]:
+            gpus = quantity(ray_container(g).get("resources", {}).get("limits", {}).get(GPU, 0))
+            if gpus > 0 and s.num_gpus <= 0 and max(g.get("replicas", 0), g.get("minReplicas", 0)) > 0:
+                out.append(f"gpu-measured: {name} {gname}: GPU pods while serve.num_gpus={s.num_gpus}: no replica "
+                           "uses them (Serve on a GPU is not measured yet)")
     return out
 
 
@@ -338,6 +439,9 @@ def check_comments(d: Deploy) -> list[str]:
         for ref in re.findall(r"(?<![\w/.-])((?:[\w.-]+/)+[\w.-]+\.(?:py|yaml|md))\b", comments):
             if not (REPO / ref).exists() and not (d.folder / ref).exists():
                 out.append(f"comments: {fname} names {ref}, which does not exist")
+        for ref in re.findall(r"(?<![\w/.*-])([\w.*-]+\.json)\b", comments):  # a measured figure's JSON
+            if not list(GPU_RESULTS.glob(ref)):
+                out.append(f"comments: {fname} cites {ref}, which is not in docs/results/gpu/")
     return out
 
 
@@ -432,8 +536,8 @@ def check_dockerfile(d: Deploy) -> list[str]:
     return out
 
 
-CHECKS = [check_head_ports, check_gpu_reach, check_gpu_nodes, check_storage, check_serve_config, check_deprecated,
-          check_comments, check_images, check_versions, check_kuberay_validation, check_dockerfile]
+CHECKS = [check_head_ports, check_gpu_reach, check_gpu_nodes, check_gpu_measured, check_storage, check_serve_config,
+          check_deprecated, check_comments, check_images, check_versions, check_kuberay_validation, check_dockerfile]
 
 
 def problems(d: Deploy) -> list[str]:
@@ -496,6 +600,19 @@ def _serve_conf(docs, edit):
     _svc(docs)["serveConfigV2"] = yaml.safe_dump(conf)
 
 
+def _runtime_env(docs, fname, edit):
+    spec = docs[fname]["spec"]
+    env = yaml.safe_load(spec["runtimeEnvYAML"])
+    edit(env["env_vars"])
+    spec["runtimeEnvYAML"] = yaml.safe_dump(env)
+
+
+def _gpu_pod(docs, resources):
+    res = _rc(docs)["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]["resources"]
+    res["limits"].update(resources)
+    res["requests"].update(resources)
+
+
 def _configmap(docs, old, new):
     cm = docs["configmap.yaml"]["data"]
     assert old in cm["oneloc.yaml"]
@@ -506,8 +623,8 @@ def _configmap(docs, old, new):
     (lambda docs, d: _svc(docs)["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"].pop(1),
      "head-ports: rayservice.yaml: the head declares ports ['client', 'gcs-server', 'metrics', 'serve'] but not dashboard"),
     (lambda docs, d: _rc(docs).update(enableInTreeAutoscaling=False),
-     "gpu-reach: rayjob-train.yaml: `oneloc train` waits for 4 GPU workers; cluster oneloc can hold 0"),
-    (lambda docs, d: _rc(docs)["workerGroupSpecs"][1].update(maxReplicas=3), "can hold 3"),
+     "gpu-reach: rayjob-train.yaml: `oneloc train` waits for 2 GPU workers; cluster oneloc can hold 0"),
+    (lambda docs, d: _rc(docs)["workerGroupSpecs"][1].update(maxReplicas=0), "can hold 0 (gpu: 0 pods x 2"),
     (lambda docs, d: _configmap(docs, "cpus_per_worker: 0.5", "cpus_per_worker: 16"), "can hold 0"),
     (lambda docs, d: _serve_conf(docs, lambda c: c["applications"][0]["args"]["overrides"].append("serve.num_gpus=0.5")),
      "gpu-reach: rayservice.yaml: serve.num_gpus=0.5 x serve.min_replicas=2 replicas, the cluster can hold 0"),
@@ -541,6 +658,28 @@ def _configmap(docs, old, new):
     (lambda docs, d: setattr(d, "dockerfile", d.dockerfile.replace("COPY --chown=ray:users . .", "COPY . .")),
      "dockerfile: `COPY . .` leaves root-owned files"),
     (lambda docs, d: setattr(d, "dockerfile", d.dockerfile.replace(" -e .", " .")), "not installed editable"),
+    # the measured GPU settings (docs/results/gpu/), one at a time
+    (lambda docs, d: _configmap(docs, "batch_size: 1024", "batch_size: 128"),
+     "gpu-measured: rayjob-train.yaml: train.batch_size 128, measured best per GPU: 1024"),
+    (lambda docs, d: docs["rayjob-train.yaml"]["spec"].update(
+        entrypoint="oneloc --set train.batch_size=512 train --address auto --workers 2 --gpu --resume"),
+     "gpu-measured: rayjob-train.yaml: train.batch_size 512"),
+    (lambda docs, d: _configmap(docs, "feed: device", "feed: stream"), "gpu-measured: rayjob-rl.yaml: train.feed stream"),
+    (lambda docs, d: _configmap(docs, "feed: device", ""), "the ConfigMap does not set train.feed itself"),
+    (lambda docs, d: _runtime_env(docs, "rayjob-rl.yaml", lambda env: env.pop("NCCL_NVLS_ENABLE")),
+     "gpu-measured: rayjob-rl.yaml: runtime env NCCL_NVLS_ENABLE=None, the measured runs had NCCL_NVLS_ENABLE=0"),
+    (lambda docs, d: _runtime_env(docs, "rayjob-train.yaml", lambda env: env.update(TORCH_SYMM_MEM_DISABLE_MULTICAST="0")),
+     "gpu-measured: rayjob-train.yaml: runtime env TORCH_SYMM_MEM_DISABLE_MULTICAST=0"),
+    (lambda docs, d: _gpu_pod(docs, {GPU: "1"}), "gpu-measured: rayjob-train.yaml: 2 workers on pods of 1 GPU"),
+    (lambda docs, d: _gpu_pod(docs, {"memory": "16Gi"}), "gpu-measured: raycluster.yaml gpu: 8 CPUs, 16Gi for 2 GPUs"),
+    (lambda docs, d: _gpu_pod(docs, {"cpu": "4"}), "gpu-measured: raycluster.yaml gpu: 4 CPUs"),
+    (lambda docs, d: _rc(docs)["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]["resources"]["requests"]
+     .update(cpu="2"), "gpu-measured: raycluster.yaml gpu: requests"),
+    (lambda docs, d: _svc(docs)["rayClusterConfig"]["workerGroupSpecs"][1].update(minReplicas=1, maxReplicas=1,
+                                                                                   replicas=1),
+     "gpu-measured: rayservice.yaml serve-gpu: GPU pods while serve.num_gpus=0.0"),
+    (lambda docs, d: d.texts.update({"x.yaml": "# 99x faster (bench-train-b4096.json)"}),
+     "comments: x.yaml cites bench-train-b4096.json, which is not in docs/results/gpu/"),
 ])
 def test_each_defect_alone_is_caught(edit, expected):
     found = _mutated(edit)
@@ -550,6 +689,32 @@ def test_each_defect_alone_is_caught(edit, expected):
 def test_gpus_per_train_worker_is_what_the_trainer_asks_for():
     src = (REPO / "ray_jobs" / "train.py").read_text()
     assert f'{{"GPU": {GPUS_PER_TRAIN_WORKER}}} if t.use_gpu' in src
+
+
+def test_the_gpu_jobs_are_gpu_jobs_with_bf16():
+    """train and rl run with --gpu, which is what turns on one GPU per worker, NCCL and bf16 autocast."""
+    for name, job in deploy().of("RayJob"):
+        command, args = parse_cli(shlex.split(job["spec"]["entrypoint"]))
+        assert getattr(args, "gpu", False) is (command in ("train", "rl")), name
+    src = (REPO / "ray_jobs" / "train_loop.py").read_text()
+    assert 'torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"' in src
+
+
+def test_the_measured_settings_are_read_from_the_results():
+    assert measured_batch() == 1024  # bench-train-b1024.json: 2 GPUs 1.79x one, Ray 1.00x the plain loop
+    assert measured_env() == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                              "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def test_serve_on_gpu_stays_off_until_measured():
+    """Issue 15 item 4 (Serve on a GPU replica, HTTP figures) is not measured: no GPU share, no GPU pods."""
+    d = deploy()
+    _, app = d.serve_app()
+    assert d.config(app["args"]["overrides"]).serve.num_gpus == 0
+    (_, svc), = d.of("RayService")
+    gpu = [g for _, g in groups(cluster_spec(svc))[1:]
+           if quantity(ray_container(g)["resources"]["limits"].get(GPU, 0)) > 0]
+    assert gpu and all(g["maxReplicas"] == 0 for g in gpu)
 
 
 def test_documented_overrides_are_in_the_operations_guide():
