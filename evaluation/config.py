@@ -16,4 +16,7 @@ class EvalConfig(Section):
     sasrec_seed: int = 0
     oneloc_max_k: int = Field(default=50, description="OneLoc's ranked list length (beam search top-k); "
                               "MRR counts targets beyond it as 0")
+    nearby_biases: tuple[float, ...] = Field(default=(-2.0, -1.0, 0.0, 1.0, 2.0, 4.0), description="a checkpoint with nearby "
+                                             "candidates: its pointer bias toward them (model/nearby.py) is chosen "
+                                             "on validation MRR from these; () = 0")
     report_name: str = Field(default="eval", description="report file stem under storage.reports")

@@ -8,6 +8,11 @@ popular training POIs not yet listed, so every row has ``k`` candidates.
 
     ranker = OneLocRanker.from_checkpoint("ckpt.pt", max_k=50)    # "a.pt+b.pt": an ensemble
     metrics = evaluate(ranker, test_samples, catalog)
+
+A model with nearby candidates (model/nearby.py) has one inference knob, the pointer's bias toward them
+(``model.nearby_bias``): ``tune(val)`` picks it from ``nearby_biases`` by validation MRR (test never read)
+and records, for every bias tried, the validation revisit / first-visit figures: the frontier between
+going back and going somewhere new.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ class OneLocRanker:
     name = "oneloc"
 
     def __init__(self, model, tokenizer, model_cfg, *, context=None, max_k: int = 50, beam: int | None = None,
-                 batch_size: int = 128, device: str = "cpu"):
+                 batch_size: int = 128, device: str = "cpu", nearby_biases: tuple[float, ...] = ()):
         from oneloc.ray_jobs.data import context_of
 
         self.model, self.tok, self.model_cfg = model.eval().to(device), tokenizer, model_cfg
@@ -31,6 +36,7 @@ class OneLocRanker:
         self.max_k, self.beam, self.batch_size, self.device = max_k, beam or max_k, batch_size, device
         self.trie = tokenizer.trie().to(device)
         self.popular: np.ndarray | None = None
+        self.nearby_biases = tuple(nearby_biases) if getattr(self.model, "nearby", None) is not None else ()
 
     @classmethod
     def from_checkpoint(cls, path: str, **kw) -> OneLocRanker:
@@ -51,6 +57,27 @@ class OneLocRanker:
                 self.tok = self.tok.with_poi_ids(np.array([int(p) for p in self.tok.poi_ids.tolist()], np.int64))
             except ValueError as e:
                 raise ValueError(f"the checkpoint's POI ids are not this dataset's integer ids: {e}") from None
+
+    def tune(self, val: pd.DataFrame) -> dict:
+        """The nearby bias with the best validation MRR (ties: the one nearest 0), set on the model; -> the
+        choice and each bias's validation figures (all, revisit, first visit)."""
+        if not self.nearby_biases:
+            return {}
+        from oneloc.evaluation.metrics import per_sample, target_rank
+        from oneloc.evaluation.split import revisit_mask
+
+        revisit = revisit_mask(val, self.model.cfg.max_history)
+        frontier = {}
+        for bias in self.nearby_biases:
+            self.model.nearby_bias = float(bias)
+            ranks = target_rank(self.rank(val, self.max_k), val["target_poi"].to_numpy())
+            frontier[bias] = {f"{name} {m}": float(per_sample(ranks[mask], m).mean()) if mask.any() else 0.0
+                              for name, mask in (("all", np.ones(len(val), bool)), ("revisit", revisit),
+                                                 ("first-visit", ~revisit))
+                              for m in ("acc@1", "acc@10", "mrr")}
+        best = max(self.nearby_biases, key=lambda b: (frontier[b]["all mrr"], -abs(b)))
+        self.model.nearby_bias = float(best)
+        return {"nearby_bias": float(best), "val_frontier": {str(b): v for b, v in frontier.items()}}
 
     @torch.no_grad()
     def rank(self, samples: pd.DataFrame, k: int) -> np.ndarray:

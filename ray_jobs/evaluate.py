@@ -39,7 +39,7 @@ def oneloc_ranker(path: str, cfg) -> Ranker:
     """A trained OneLoc checkpoint as a harness Ranker (beam search top ``eval.oneloc_max_k``)."""
     from oneloc.evaluation.oneloc_ranker import OneLocRanker
 
-    return OneLocRanker.from_checkpoint(path, max_k=cfg.eval.oneloc_max_k)
+    return OneLocRanker.from_checkpoint(path, max_k=cfg.eval.oneloc_max_k, nearby_biases=cfg.eval.nearby_biases)
 
 
 def _baseline_names(arg: str, default: tuple[str, ...]) -> list[str]:

@@ -113,3 +113,31 @@ def test_the_tokenizer_keeps_the_log_and_a_model_without_it_still_loads(tmp_path
     assert SemanticIdTokenizer.from_state(old).nearby.width == 0
     _, plain, _ = tiny(nearby=0)
     assert plain.nearby is None and "near_items" in b
+
+
+def test_evaluation_picks_the_bias_on_validation_and_records_the_frontier():
+    import pandas as pd
+
+    from oneloc.evaluation.oneloc_ranker import OneLocRanker
+
+    tok, model, _ = tiny()
+    rng = np.random.default_rng(5)
+    rows = []
+    for u in range(24):
+        hist = rng.integers(1, 41, 6).tolist()
+        target = hist[2] if u % 2 else int(rng.integers(1, 41))               # revisits and (mostly) new places
+        rows.append({"hist_poi": hist, "hist_ts": [HOUR * (i + 1) for i in range(6)], "target_poi": target,
+                     "target_ts": 40 * HOUR, "last_lat": float(tok.lat[hist[-1] - 1]),
+                     "last_lng": float(tok.lng[hist[-1] - 1])})
+    val = pd.DataFrame(rows)
+    ranker = OneLocRanker(model, tok, model.cfg, max_k=10, nearby_biases=(-3.0, 0.0, 3.0))
+    tuned = ranker.tune(val)
+    front = tuned["val_frontier"]
+    assert set(front) == {"-3.0", "0.0", "3.0"} and model.nearby_bias == tuned["nearby_bias"]
+    assert tuned["nearby_bias"] == max((-3.0, 0.0, 3.0), key=lambda b: (front[str(b)]["all mrr"], -abs(b)))
+    for b in front.values():                                     # the overall figure is the subsets' weighted mean
+        n_rev = sum(r["target_poi"] in r["hist_poi"] for r in rows)
+        assert b["all mrr"] == pytest.approx((n_rev * b["revisit mrr"] + (24 - n_rev) * b["first-visit mrr"]) / 24)
+    # no nearby candidates: nothing to tune
+    _, plain, _ = tiny(nearby=0)
+    assert OneLocRanker(plain, tok, plain.cfg, nearby_biases=(0.0, 1.0)).tune(val) == {}
