@@ -49,6 +49,9 @@ class ServeConfig(Section):
         default="auto", description="decode with bfloat16 matrix products (model/beam_search.beam_search_bf16): "
                                     "auto = on a GPU, or a CPU with AMX (1.35x cheaper there, equal validation "
                                     "metrics); true/on, false/off = float32")
+    nearby_bias: float = Field(default=0.0, description="a checkpoint with nearby candidates (model.nearby): the "
+                               "pointer's bias toward nearby places the user has not been to; > 0 trades revisits "
+                               "for discovery (the frontier: docs/results/discovery/README.md); 0 = as trained")
     # answers
     popular_weight: float = Field(default=0.7, ge=0.0, le=1.0,
                                   description="no history: p = w * neighbourhood popularity + (1 - w) * model")

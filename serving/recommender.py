@@ -67,6 +67,7 @@ class Recommender:
         model = with_item_codes(model, tok) if tok.num_items + 1 != model.item_codes.size(0) else model
         self.bf16 = use_bf16(cfg.serve.bf16, device)
         self.model = bf16_linears(model) if self.bf16 else model
+        self.model.nearby_bias = float(cfg.serve.nearby_bias)           # used only by a model with nearby candidates
         self._decode = beam_search_bf16 if self.bf16 else beam_search
         self.context = _context(tok, context_source, index)
         self.trie = Trie.from_codes(tok.codes, tok.codebook_sizes, keep=served.active).to(device)

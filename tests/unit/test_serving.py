@@ -414,3 +414,30 @@ def test_bf16_setting():
         assert load_config(overrides=[f"serve.bf16={value}"]).serve.bf16 == want
     amx = " amx_bf16" in Path("/proc/cpuinfo").read_text()
     assert use_bf16("auto", "cpu") == amx
+
+
+def test_nearby_bias_setting_moves_the_answer_toward_new_places_nearby(tmp_path):
+    from oneloc.model.nearby import NearbyLog
+
+    tok = _tokenizer()
+    rng = np.random.default_rng(2)
+    tok.nearby = NearbyLog.fit(rng.integers(1, N + 1, 3000), rng.integers(0, 900, 3000) * 1000, tok.lat, tok.lng,
+                               resolution=8, ring=2, s=16)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(size="tiny", max_history=8, nearby=16), tok).eval()
+    path = tmp_path / "near.pt"
+    save_checkpoint(path, model, tok, model.cfg, extra={"context": "catalog", "model_version": "near"})
+    state = UserState(max_len=8)
+    history = [5, 17, 42, 5, 17]
+    for i, p in enumerate(history):
+        state.add("alice", str(p), 1_000_000 + i)
+    i = tok.index_of(42) - 1
+    req = RecommendationRequest(user_id="alice", lat=float(tok.lat[i]), lng=float(tok.lng[i]), k=10)
+    new_places = {}
+    for bias in (-6.0, 6.0):
+        cfg = load_config(overrides=[f"serve.nearby_bias={bias}"])
+        rec = Recommender.from_checkpoint(path, cfg, state, index=_index(cfg, tok, {}), catalog=_catalog(tok))
+        assert rec.model.nearby_bias == bias
+        ids = [int(it.poi_id) for it in rec.recommend_batch([req])[0].items]
+        new_places[bias] = len(set(ids) - set(history))
+    assert new_places[6.0] > new_places[-6.0]
