@@ -18,7 +18,8 @@
    ``ingest_cpu_s``, ``cpu_ratio``: every process, so on a shared machine other people's work
    too) and this run's own processes' (``*_procs_cpu_s``, ``cpu_ratio_procs``: this driver, every
    process it started (the local Ray cluster: GCS, raylet, workers) and the embedded broker; not
-   counted: processes that exited in between). ``cpu_ratio_procs`` = ingest CPU / raw CPU per
+   counted: processes that exited in between; ``ingest_procs_cpu_s_by_kind`` splits the ingest's
+   into driver, ray_workers (the read + decode tasks), ray_system (GCS, raylet, agents) and broker). ``cpu_ratio_procs`` = ingest CPU / raw CPU per
    record is the work the pipeline adds per record, which bounds the ratio when the cores are busy.
 4. freshness: with the job following (default interval), produce one order at a time and time
    until its offset is committed in the neighbor index table; p50 / p95 over ``--rounds`` orders
@@ -120,6 +121,29 @@ def process_cpu_since(start: dict[int, float], roots: list[int]) -> float | None
     return round(sum(v - start.get(p, 0.0) for p, v in end.items()), 2) if end else None
 
 
+def process_kind(pid: int, roots: list[int]) -> str:
+    """driver | broker | ray_workers (task and idle workers) | ray_system (GCS, raylet, agents)."""
+    if pid == roots[0]:
+        return "driver"
+    if pid in roots[1:]:
+        return "broker"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return "ray_system"
+    return "ray_workers" if cmd.startswith(b"ray::") or b"default_worker.py" in cmd else "ray_system"
+
+
+def process_cpu_by_kind(start: dict[int, float], roots: list[int]) -> dict[str, float]:
+    """``process_cpu_since`` split by ``process_kind``."""
+    out: dict[str, float] = {}
+    for p, v in process_cpu(roots).items():
+        k = process_kind(p, roots)
+        out[k] = out.get(k, 0.0) + v - start.get(p, 0.0)
+    return {k: round(v, 2) for k, v in sorted(out.items())}
+
+
 def own_pids(cfg: OneLocConfig) -> list[int]:
     """This process and the embedded broker (an external broker is not counted)."""
     out = [os.getpid()]
@@ -206,6 +230,7 @@ def _measure(cfg: OneLocConfig, n: int, rounds: int) -> dict:
     totals = ingest(cfg, quiet=True)
     ingest_s = time.perf_counter() - t0
     ingest_cpu, ingest_pcpu = cpu_since(c0), process_cpu_since(p0, roots)
+    ingest_pcpu_kinds = process_cpu_by_kind(p0, roots)
     committed = sum(totals.get(k, 0) for k in ("pois", "locations", "orders", "dead_letters"))
     fresh_s = freshness(cfg, rounds)
     raw_rate, ingest_rate = raw_n / raw_s, committed / ingest_s
@@ -219,6 +244,7 @@ def _measure(cfg: OneLocConfig, n: int, rounds: int) -> dict:
         "cpu_ratio": round(ingest_cpu / raw_cpu, 2) if raw_cpu and ingest_cpu is not None else None,
         "raw_procs_cpu_s": raw_pcpu, "ingest_procs_cpu_s": ingest_pcpu,
         "cpu_ratio_procs": round(ingest_pcpu / raw_pcpu, 2) if raw_pcpu and ingest_pcpu is not None else None,
+        "ingest_procs_cpu_s_by_kind": ingest_pcpu_kinds,
         "consumer": dict(cfg.ingest.consumer),
         "stages_s": {k: v for k, v in totals.items() if k.endswith("_s")},  # ray_jobs/ingest.py, ingest_batch.py
         "freshness_s": {
