@@ -21,7 +21,10 @@
    counted: processes that exited in between; ``ingest_procs_cpu_s_by_kind`` splits the ingest's
    into driver, ray_workers (the read + decode tasks), ray_system (GCS, raylet, agents) and broker). ``cpu_ratio_procs`` = ingest CPU / raw CPU per
    record is the work the pipeline adds per record, which bounds the ratio when the cores are busy.
-4. freshness: with the job following (default interval), produce one order at a time and time
+4. read tasks: the Ray Data read + decode alone (every record of the topics, nothing committed) with
+   ``ingest.read_tasks`` = 1 and 2, best of 2 each: seconds, records/s and the Ray workers' CPU
+   seconds (``read_tasks``). On a 2-core machine 2 tasks can at most double 1's rate.
+5. freshness: with the job following (default interval), produce one order at a time and time
    until its offset is committed in the neighbor index table; p50 / p95 over ``--rounds`` orders
    (after one uncounted order that waits for the following job to start).
 """
@@ -179,6 +182,24 @@ def warm_up(cfg: OneLocConfig) -> float:
     return time.perf_counter() - t0
 
 
+def read_scaling(cfg: OneLocConfig, counts: tuple[int, ...] = (1, 2), runs: int = 2) -> dict:
+    """Read + decode of every record with each number of read tasks (Ray already started): best of
+    ``runs`` seconds, records/s and that run's CPU seconds of the Ray workers."""
+    ranges, roots, out = all_ranges(cfg), own_pids(cfg), {}
+    expected = {topic_name(cfg, role): schema for role, schema in ROLES.items()}
+    for n in counts:
+        c = cfg.model_copy(deep=True)
+        c.ingest.read_tasks = n
+        best, cpu, rows = float("inf"), None, 0
+        for _ in range(runs):
+            p0, t0 = process_cpu(roots), time.perf_counter()
+            rows = decode_ranges(c, ranges, expected).num_rows
+            if (s := time.perf_counter() - t0) < best:
+                best, cpu = s, process_cpu_by_kind(p0, roots).get("ray_workers")
+        out[str(n)] = {"seconds": round(best, 3), "events_per_s": round(rows / best), "workers_cpu_s": cpu}
+    return out
+
+
 def freshness(cfg: OneLocConfig, rounds: int) -> list[float]:
     """Seconds from producing an order to its offset being committed in the neighbor index."""
     stop = threading.Event()
@@ -232,6 +253,7 @@ def _measure(cfg: OneLocConfig, n: int, rounds: int) -> dict:
     ingest_cpu, ingest_pcpu = cpu_since(c0), process_cpu_since(p0, roots)
     ingest_pcpu_kinds = process_cpu_by_kind(p0, roots)
     committed = sum(totals.get(k, 0) for k in ("pois", "locations", "orders", "dead_letters"))
+    scaling = read_scaling(cfg)
     fresh_s = freshness(cfg, rounds)
     raw_rate, ingest_rate = raw_n / raw_s, committed / ingest_s
     return {
@@ -247,6 +269,7 @@ def _measure(cfg: OneLocConfig, n: int, rounds: int) -> dict:
         "ingest_procs_cpu_s_by_kind": ingest_pcpu_kinds,
         "consumer": dict(cfg.ingest.consumer),
         "stages_s": {k: v for k, v in totals.items() if k.endswith("_s")},  # ray_jobs/ingest.py, ingest_batch.py
+        "read_tasks": scaling,
         "freshness_s": {
             "interval_s": cfg.ingest.interval_s, "orders": len(fresh_s),
             "p50": round(float(np.percentile(fresh_s, 50)), 3), "p95": round(float(np.percentile(fresh_s, 95)), 3),

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from oneloc.streaming.dead_letters import dead_letter_rows, send_dead_letters
-from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new, maintain
+from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new, maintain, small_files
 from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
 from oneloc.streaming.neighbor_state import (
     apply_orders,
@@ -171,7 +171,8 @@ class BatchWriter:
             n["pois"] = new_pois.num_rows
             for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
                 rows = keep_new(rows, s[name].offsets)
-                s[name].write(project(rows, cols, True), covered, partition_by=["event_date"])
+                s[name].write(project(rows, cols, True), covered, partition_by=["event_date"],
+                              writer_properties=small_files())
                 n[name] = rows.num_rows
             dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
             if dead.num_rows and self.producer is not None and self.dead_topic:
