@@ -104,7 +104,7 @@ def _per_value(v: pa.Array, test) -> pa.Array:
     """``test`` (a string column -> boolean column) evaluated once per distinct value of ``v`` and
     spread back to its rows (user, POI and currency columns repeat a few values over many rows:
     hashing a row is cheaper than the regexes); nulls stay null."""
-    d = pc.dictionary_encode(v)
+    d = pc.dictionary_encode(v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v)
     return pc.take(test(d.dictionary), d.indices)
 
 
