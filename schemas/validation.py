@@ -100,6 +100,14 @@ def _mask(a) -> pa.Array:
     return pc.fill_null(a, False)
 
 
+def _per_value(v: pa.Array, test) -> pa.Array:
+    """``test`` (a string column -> boolean column) evaluated once per distinct value of ``v`` and
+    spread back to its rows (user, POI and currency columns repeat a few values over many rows:
+    hashing a row is cheaper than the regexes); nulls stay null."""
+    d = pc.dictionary_encode(v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v)
+    return pc.take(test(d.dictionary), d.indices)
+
+
 @dataclass(frozen=True)
 class Id:
     key: str
@@ -110,12 +118,14 @@ class Id:
 
     def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
         # a printable non-space ASCII character is never stripped: the string is not blank
-        v = cols[self.key]
+        return _mask(_per_value(cols[self.key], self._ok))
+
+    def _ok(self, v: pa.Array) -> pa.Array:
         ok = pc.and_(pc.match_substring_regex(v, "[!-~]"),
                      pc.invert(pc.match_substring_regex(v, "[\\x00-\\x1f\\x7f-\\x9f]")))
         if self.max_len is not None:
             ok = pc.and_(ok, pc.less_equal(pc.utf8_length(v), self.max_len))
-        return _mask(ok)
+        return ok
 
 
 @dataclass(frozen=True)
@@ -175,7 +185,7 @@ class Currency:
         _currency(r, n)
 
     def passes(self, cols: dict[str, pa.Array], now_ms: int) -> pa.Array:
-        return _mask(pc.match_substring_regex(cols[self.key], "^[A-Z]{3}$"))
+        return _mask(_per_value(cols[self.key], lambda v: pc.match_substring_regex(v, "^[A-Z]{3}$")))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 
 from oneloc.errors import StorageError
 
@@ -69,6 +76,15 @@ def commit_properties(group: str, offsets: Offsets, extra: dict[str, Any] | None
     if extra:
         meta.update({k: str(v) for k, v in extra.items()})
     return CommitProperties(custom_metadata=meta, app_transactions=txns)
+
+
+def small_files() -> WriterProperties:
+    """Parquet settings for appends that make many small files (a catch-up batch of the date-partitioned
+    event tables: one file per date, ~600 rows each for the NYC replay): no dictionary pages (for files
+    that small they cost more CPU than they save: the NYC replay's orders in 252 files took 0.16-0.17
+    CPU-s instead of 0.22-0.23, and 6.7 MB instead of 7.1), Snappy as delta-rs's default. OPTIMIZE
+    (``maintain``) rewrites them into large files with its own (default) settings."""
+    return WriterProperties(compression="SNAPPY", default_column_properties=ColumnProperties(dictionary_enabled=False))
 
 
 def keep_new(rows: pa.Table, offsets: Offsets) -> pa.Table:
@@ -128,7 +144,8 @@ class DeltaSink:
         return {tp: o for tp, o in offsets.items() if tp in self.offsets and o > self.offsets[tp]}
 
     def write(self, data: pa.Table, offsets: Offsets, *, mode: str = "append",
-              partition_by: list[str] | None = None, extra: dict[str, Any] | None = None) -> bool:
+              partition_by: list[str] | None = None, extra: dict[str, Any] | None = None,
+              writer_properties: WriterProperties | None = None) -> bool:
         """Commit ``data`` (append or overwrite) with the offsets it covers. A batch with no new
         offsets is not committed; one with offsets but no rows commits an empty append (so the
         offsets still move). Returns whether it committed."""
@@ -138,7 +155,8 @@ class DeltaSink:
         with storage_errors(self.uri):
             write_deltalake(self.uri, data, mode=mode, partition_by=partition_by, schema_mode="merge"
                             if mode == "append" else "overwrite", storage_options=self.storage_options,
-                            commit_properties=commit_properties(self.group, moved, extra))
+                            commit_properties=commit_properties(self.group, moved, extra),
+                            writer_properties=writer_properties)
         self.offsets.update(moved)
         return True
 

@@ -18,13 +18,21 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from oneloc.streaming.dead_letters import dead_letter_rows, send_dead_letters
-from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new, maintain
+from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new, maintain, small_files
 from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
-from oneloc.streaming.neighbor_state import apply_orders, apply_pois, empty_state, from_arrow, to_arrow
+from oneloc.streaming.neighbor_state import (
+    apply_orders,
+    apply_pois,
+    empty_state,
+    from_arrow,
+    positions,
+    to_arrow,
+)
 
 ROLES = {"poi-catalog": "Poi", "user-locations": "UserLocation", "orders": "Order"}
 LOCATION_COLS = ["event_id", "user_id", "event_time", "lat", "lng", "accuracy_m", "source"]
@@ -151,8 +159,7 @@ class BatchWriter:
             shards = self._pool.submit(self._prepare_shards, orders, self.state)
         try:
             if index_changed:
-                self.state = apply_orders(self.state, io.select(["poi_id", "event_time", "amount"]).to_pandas(),
-                                          ix.half_life_days)
+                self.state = apply_orders(self.state, io.select(["poi_id", "event_time", "amount"]), ix.half_life_days)
                 index_rows = to_arrow(self.state)
             else:
                 index_rows = to_arrow(self.state).slice(0, 0)  # moves offsets only
@@ -164,7 +171,8 @@ class BatchWriter:
             n["pois"] = new_pois.num_rows
             for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
                 rows = keep_new(rows, s[name].offsets)
-                s[name].write(project(rows, cols, True), covered, partition_by=["event_date"])
+                s[name].write(project(rows, cols, True), covered, partition_by=["event_date"],
+                              writer_properties=small_files())
                 n[name] = rows.num_rows
             dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
             if dead.num_rows and self.producer is not None and self.dead_topic:
@@ -216,9 +224,9 @@ class BatchWriter:
         has only the user's): ``ShardWriter.prepare``, not committed; and the seconds it took."""
         t0 = time.perf_counter()
         rows = orders.select(["topic", "partition", "offset", "user_id", "poi_id", "event_time"])
-        where = catalog.reindex(rows["poi_id"].to_numpy(zero_copy_only=False))
-        for c in ("lat", "lng"):
-            rows = rows.append_column(c, pa.array(where[c].to_numpy(), pa.float64()))
+        at = positions(catalog, rows["poi_id"])
+        for c in ("lat", "lng"):  # NaN where the catalog state has no such POI (as a reindex gives)
+            rows = rows.append_column(c, pa.array(np.where(at >= 0, catalog[c].to_numpy()[at], np.nan), pa.float64()))
         return self.shards.prepare(rows), time.perf_counter() - t0
 
     def flush_shards(self) -> int:

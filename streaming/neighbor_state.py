@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from h3ronpy import vector
 
 STATE_COLUMNS = {"poi_id": "object", "cell": "int64", "category": "object", "lat": "float64",
@@ -57,14 +58,26 @@ def apply_pois(state: pd.DataFrame, pois: pd.DataFrame, res: int) -> pd.DataFram
     return out.astype({c: t for c, t in STATE_COLUMNS.items() if c != "poi_id"})
 
 
-def apply_orders(state: pd.DataFrame, orders: pd.DataFrame, half_life_days: float) -> pd.DataFrame:
-    """Add orders (poi_id, event_time, amount) of POIs in the state; others are ignored."""
-    at = state.index.get_indexer(orders["poi_id"]) if len(state) else np.zeros(0, dtype=np.int64)
+def positions(state: pd.DataFrame, poi_id) -> np.ndarray:
+    """The state row of every POI id (-1: not in the state); ``poi_id`` a pandas/numpy column or an
+    Arrow one (looked up in Arrow: no Python string per row)."""
+    if isinstance(poi_id, (pa.Array, pa.ChunkedArray)):
+        at = pc.index_in(poi_id, value_set=pa.array(state.index.to_numpy(), pa.string()))
+        return pc.fill_null(at, -1).to_numpy().astype(np.int64)
+    return state.index.get_indexer(poi_id)
+
+
+def apply_orders(state: pd.DataFrame, orders, half_life_days: float) -> pd.DataFrame:
+    """Add orders (poi_id, event_time, amount: a pandas frame or an Arrow table) of POIs in the state;
+    others are ignored."""
+    if len(state) == 0 or len(orders) == 0:
+        return state
+    at = positions(state, orders["poi_id"])
     mine = at >= 0
     if not mine.any():
         return state
     at = at[mine]
-    t = orders["event_time"].to_numpy(np.int64)[mine]
+    t = np.asarray(orders["event_time"], dtype=np.int64)[mine]
     h = half_life_days * DAY_MS
     ref = int(state["ref_ms"].iloc[0])
     new_ref = max(ref, int(t.max()))
@@ -73,7 +86,7 @@ def apply_orders(state: pd.DataFrame, orders: pd.DataFrame, half_life_days: floa
     out = state.copy()
     decay = np.exp2(-(new_ref - ref) / h) if ref else 0.0
     out["orders_decayed"] = out["orders_decayed"].to_numpy() * decay + np.bincount(at, weights=w, minlength=n)
-    gmv = w * orders["amount"].to_numpy(np.float64)[mine]
+    gmv = w * np.asarray(orders["amount"], dtype=np.float64)[mine]
     out["gmv_decayed"] = out["gmv_decayed"].to_numpy() * decay + np.bincount(at, weights=gmv, minlength=n)
     out["orders_total"] = out["orders_total"].to_numpy() + np.bincount(at, minlength=n)
     out["ref_ms"] = new_ref

@@ -54,6 +54,11 @@ SAMPLES, STATE = "samples", "sample_state"
 # the samples table: the builder's columns with the stream's string ids, then the emitting event
 TABLE_TYPES = SAMPLE_TYPES | {"user_id": pa.string(), "target_poi": pa.string(), "hist_poi": pa.list_(pa.string())}
 LINEAGE_TYPES = {"topic": pa.string(), "partition": pa.int32(), "offset": pa.int64()}
+# the same as written: the ids dictionary-encoded over ``IdCodes.known()`` (the codes are the indices),
+# so neither the decode nor the writer's partitioning copies the strings (~6M history items for the
+# NYC replay); the table stores plain strings (Delta has no dictionary type) and reads back as TABLE_TYPES
+_IDS = pa.dictionary(pa.int64(), pa.string())
+WRITE_TYPES = TABLE_TYPES | {"user_id": _IDS, "target_poi": _IDS, "hist_poi": pa.list_(_IDS)}
 FLUSH = ("flush", 0)  # the pseudo partition whose txn version counts flushes
 
 
@@ -89,7 +94,7 @@ class ShardWriter:
             made, events = self.builder.extend(user, poi, ts[rows], *(kept[c].to_numpy() for c in ("lat", "lng")))
         events = rows[events]
         lineage = fresh.select(["topic", "partition", "offset"]).take(pa.array(events, pa.int64()))
-        return pa.Table.from_arrays(self.ids.decode(made).columns + lineage.columns, schema=_schema())
+        return pa.Table.from_arrays(self.ids.decode(made).columns + lineage.columns, schema=_schema(WRITE_TYPES))
 
     def commit(self, made: pa.Table, offsets: dict) -> int:
         """Commit the samples of ``prepare``, then the builder's state; returns samples written."""
@@ -283,28 +288,30 @@ class IdCodes:
         return self._known
 
     def decode(self, made: pa.Table) -> pa.Table:
-        """A builder table (``SAMPLE_TYPES``: int64 codes) with the ids as strings (``TABLE_TYPES``)."""
+        """A builder table (``SAMPLE_TYPES``: int64 codes) with the ids as strings (``WRITE_TYPES``:
+        dictionary-encoded, the codes as indices; ``TABLE_TYPES`` once written)."""
         known = self.known()
         out = {}
         for c in COLUMNS:
             col = made[c].combine_chunks() if isinstance(made[c], pa.ChunkedArray) else made[c]
             if c in ("user_id", "target_poi"):
-                col = known.take(col)
+                col = pa.DictionaryArray.from_arrays(col, known)
             elif c == "hist_poi":
-                col = pa.ListArray.from_arrays(col.offsets, known.take(col.flatten()))
+                col = pa.ListArray.from_arrays(col.offsets, pa.DictionaryArray.from_arrays(col.flatten(), known))
             out[c] = col
-        return pa.table(out, schema=pa.schema(list(TABLE_TYPES.items())))
+        return pa.table(out, schema=pa.schema(list(WRITE_TYPES.items())))
 
 
 def samples_table(rows: list[dict], ids: IdCodes) -> pa.Table:
     """Rows of ``SampleBuilder`` samples plus their (topic, partition, offset) -> the samples table."""
     made = ids.decode(pa.table({c: pa.array([r[c] for r in rows], SAMPLE_TYPES[c]) for c in COLUMNS}))
     lineage = pa.table({c: pa.array([r[c] for r in rows], t) for c, t in LINEAGE_TYPES.items()})
-    return pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema())
+    return pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema(WRITE_TYPES))
 
 
-def _schema() -> pa.Schema:
-    return pa.schema([*TABLE_TYPES.items(), *LINEAGE_TYPES.items()])
+def _schema(types: dict = TABLE_TYPES) -> pa.Schema:
+    """The samples table's schema (``WRITE_TYPES``: as ``prepare`` and ``samples_table`` give it)."""
+    return pa.schema([*types.items(), *LINEAGE_TYPES.items()])
 
 
 def read_samples(cfg, split: str | None = None):
