@@ -38,7 +38,13 @@ def main() -> None:
     p.add_argument("--report", required=True)
     p.add_argument("--runs", required=True, help="the runs' folders (<run>/checkpoint_epochNNNN/model.pt)")
     p.add_argument("--out", required=True)
+    p.add_argument("--replot", action="store_true", help="only redraw <out>.png from <out>.json")
     a = p.parse_args()
+    if a.replot:
+        done = json.loads(Path(a.out + ".json").read_text())
+        base = [n for n in done["subsets_test"] if not n.startswith(("base-", "near-"))]
+        plot(done["frontier"], done["subsets_test"], base, Path(a.out + ".png"))
+        return
     doc = json.loads(Path(a.report).read_text())
     ranks = json.loads(Path(a.report).with_name(doc["target_ranks_file"]).read_text())
     res, kinds = doc["results"], doc["kinds"]
@@ -145,11 +151,11 @@ def plot(frontier, sub, baselines, path: Path) -> None:
         ax.plot([sub[n]["revisit"]["acc@10"]], [sub[n]["first-visit"]["acc@10"]], "s" if "base" in n else "^")
         ax.annotate(n, (sub[n]["revisit"]["acc@10"], sub[n]["first-visit"]["acc@10"]), fontsize=7)
     ax.axhline(0.20, ls=":", c="gray")
-    ax.text(0.02, 0.205, "issue target: first-visit Acc@10 0.20", fontsize=7, color="gray", transform=ax.get_yaxis_transform())
+    ax.text(0.3, 0.205, "issue 16's target: first-visit Acc@10 0.20", fontsize=7, color="gray")
     ax.set_xlabel("revisit Acc@10 (test)")
     ax.set_ylabel("first-visit Acc@10 (test)")
     ax.set_title("Go back vs go new: NYC test, * = bias chosen on validation")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="center left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
