@@ -94,7 +94,7 @@ class OneLoc(nn.Module):
             parts.append(p.to(h.dtype))
             masks.append(mask.new_ones(B, p.size(1)))
         events, ev_codes, ev_mask, ev_bias = [h], [event_codes], [mask], [torch.zeros_like(mask, dtype=torch.float32)]
-        sources = []                                                              # (module, items, ok, stats, bias)
+        sources = []                                                              # (module, items, ok, stats, shift)
         if self.transitions is not None:
             counts = batch["cand_counts"]                                         # (B, S)
             sources.append((self.transitions, batch["cand_items"], counts > 0, transition_stats(counts), 0.0))
@@ -102,13 +102,13 @@ class OneLoc(nn.Module):
             counts = batch["near_counts"]                                         # (B, S')
             sources.append((self.nearby, batch["near_items"], counts > 0, nearby_stats(counts, batch["near_km"]),
                             self.nearby_bias))
-        for module, cand, ok, stats, bias in sources:
+        for module, cand, ok, stats, shift in sources:
             cand_codes = self.item_codes[cand]                                    # (B, S, L)
             c = module(self.codes(cand_codes).sum(-2), stats).to(h.dtype)         # (B, S, d)
             parts.append(c)
             masks.append(ok)
             events, ev_codes, ev_mask = events + [c], ev_codes + [cand_codes], ev_mask + [ok]
-            ev_bias.append(torch.full_like(stats[..., 0], float(bias), dtype=torch.float32))
+            ev_bias.append(torch.full_like(stats[..., 0], float(shift), dtype=torch.float32))   # (B, S)
         events = torch.cat(events, 1)                                             # (B, E, d)
         keys = self.copy.keys(events) if self.copy is not None else events
         return Memory(torch.cat(parts, 1), torch.cat(masks, 1), keys, torch.cat(ev_codes, 1), torch.cat(ev_mask, 1),
