@@ -11,7 +11,7 @@ collisions. The in-run baseline is the same model at batch size 1 (``speedup_vs_
 ``--checkpoint CKPT`` instead compares today's request path with the fast one, side by side in one run,
 on a trained checkpoint and real requests (the NYC validation samples: their histories, times and
 locations): old = ``beam_search`` as today (float32, beam 20), new = ``beam_search_bf16`` on
-``bf16_linears(model)`` where the CPU has AMX / AVX-512 BF16 (``--bf16``), at each ``--new-beams`` width.
+``bf16_weights(model)`` where the CPU has AMX / AVX-512 BF16 (``--bf16``), at each ``--new-beams`` width.
 Rounds alternate old and new on the same batches of 32; wall and CPU time per batch (CPU time = this
 process's, steadier on a shared machine) and their ratios; then Acc@1/5/10 and MRR@10 of every path over
 the validation split (whole batches) with a paired bootstrap interval of new - old.
@@ -33,7 +33,7 @@ import torch
 
 from oneloc.benchmarks._emit import emit
 from oneloc.model.batch import make_batch
-from oneloc.model.beam_search import beam_search, beam_search_bf16, bf16_linears
+from oneloc.model.beam_search import beam_search, beam_search_bf16, bf16_weights
 from oneloc.model.config import ModelConfig
 from oneloc.model.oneloc import build_model
 from oneloc.model.semantic_ids import SemanticIdTokenizer, disambiguate, id_report
@@ -133,7 +133,7 @@ def compare_paths(ckpt: str, batch: int, rounds: int, new_beams: list[int], bf16
     model, tok, _, extra = load_checkpoint(ckpt)
     if extra.get("context", "catalog") != "catalog":
         raise SystemExit("--checkpoint: only catalog-context checkpoints (no neighbor index here)")
-    fast = bf16_linears(model) if bf16 else model
+    fast = bf16_weights(model) if bf16 else model
     trie, context = tok.trie(), context_of(tok)
     samples = build_samples(load_checkins(), load_config().shards)
     val = samples[samples["split"] == "val"].reset_index(drop=True)
@@ -178,7 +178,7 @@ def compare_paths(ckpt: str, batch: int, rounds: int, new_beams: list[int], bf16
             quality[name]["same_top1_as_old"] = round(float((lists[name][:, 0] == lists["old"][:, 0]).mean()), 4)
     return {"checkpoint": ckpt, "batch": batch, "rounds": rounds, "bf16": bf16, "k": 10,
             "old": "beam_search, float32, beam 20", "new": "beam_search"
-            + (", beam_search_bf16 on bf16_linears(model)" if bf16 else ", float32"),
+            + (", beam_search_bf16 on bf16_weights(model)" if bf16 else ", float32"),
             "val_requests": int(sum(len(b["target_items"]) for b in batches)), "speed": speed, "quality": quality}
 
 
