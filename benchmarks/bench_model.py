@@ -124,7 +124,7 @@ def cpu_has_bf16() -> bool:
 
 
 def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: list[int], bf16: bool,
-                  limit: int = 0) -> dict:
+                  limit: int = 0, profile: bool = False) -> dict:
     """Old vs new request path on each checkpoint and the NYC validation requests (module docstring); the
     rounds alternate every path of every checkpoint on the same validation batch."""
     from oneloc.config import load_config
@@ -152,14 +152,14 @@ def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: lis
             search = beam_search_bf16 if bf16 else beam_search
             paths[f"new_beam{w}"] = lambda b, w=w, search=search, fast=fast, trie=trie: search(fast, b, trie, k=10,
                                                                                                 beam=w)
-        runs[tag] = (paths, batches)
-    wall = {(tag, n): [] for tag, (paths, _) in runs.items() for n in paths}
-    cpu = {(tag, n): [] for tag, (paths, _) in runs.items() for n in paths}
+        runs[tag] = (paths, batches, fast)
+    wall = {(tag, n): [] for tag, (paths, _, _) in runs.items() for n in paths}
+    cpu = {(tag, n): [] for tag, (paths, _, _) in runs.items() for n in paths}
     out: dict[str, dict] = {}
     metrics = ["acc@1", "acc@5", "acc@10", "mrr"]
     with torch.inference_mode():
         for i in range(rounds + 2):                       # 2 warm-up rounds; each round one real batch
-            for tag, (paths, batches) in runs.items():
+            for tag, (paths, batches, _) in runs.items():
                 b = batches[i % len(batches)]
                 for name, f in paths.items():
                     t, c = time.perf_counter(), time.process_time()
@@ -167,7 +167,7 @@ def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: lis
                     if i >= 2:
                         wall[tag, name].append(time.perf_counter() - t)
                         cpu[tag, name].append(time.process_time() - c)
-        for tag, (paths, batches) in runs.items():
+        for tag, (paths, batches, _) in runs.items():
             ranks, lists = {}, {}
             for name, f in paths.items():                 # quality: every validation request
                 items = np.concatenate([f(b)[0].numpy() for b in batches])
@@ -191,12 +191,39 @@ def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: lis
             out[tag] = {"checkpoint": ckpts[tag], "val_requests": int(sum(len(b["target_items"]) for b in batches)),
                         "speed": speed, "quality": quality}
     first = next(iter(runs))
-    for tag, (paths, _) in runs.items():                  # each path's CPU cost vs the first checkpoint's same path
+    if profile:
+        paths, batches, fast = runs[first]
+        name = list(paths)[-1]
+        out[first]["profile"] = profile_path(name, paths[name], fast, bf16, batches, rounds)
+    for tag, (paths, _, _) in runs.items():                  # each path's CPU cost vs the first checkpoint's same path
         out[tag]["cpu_cost_vs_" + first] = {n: round(statistics.median(cpu[tag, n]) / statistics.median(cpu[first, n]),
                                                      2) for n in paths}
     return {"batch": batch, "rounds": rounds, "bf16": bf16, "k": 10, "old": "beam_search, float32, beam 20",
             "new": "beam_search" + (", beam_search_bf16 on bf16_weights(model)" if bf16 else ", float32"),
             "checkpoints": out}
+
+
+def profile_path(name: str, search, model, bf16: bool, batches: list[dict], rounds: int, top: int = 20) -> dict:
+    """Where one path's CPU goes (torch.profiler over ``rounds`` batches): the operators with the most self
+    CPU time, per batch, and the encoder's CPU time alone on the same batches (the rest is the decoder
+    steps, the copy head and the beam bookkeeping)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(rounds):
+            search(batches[i % len(batches)])
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        c = time.process_time()
+        for i in range(rounds):
+            model.encode(batches[i % len(batches)])
+        enc = (time.process_time() - c) / rounds
+    return {"path": name, "self_cpu_ms_per_batch_profiled": round(total / 1000 / rounds, 2),
+            "encode_cpu_ms_per_batch": round(1000 * enc, 2),
+            "top_ops": [{"op": e.key, "self_cpu_ms_per_batch": round(e.self_cpu_time_total / 1000 / rounds, 2),
+                         "share": round(e.self_cpu_time_total / total, 3), "calls_per_batch": e.count // rounds}
+                        for e in ops[:top]]}
 
 
 def checkpoint_arg(value: str) -> dict[str, str]:
@@ -222,7 +249,8 @@ def run(cfg, args: argparse.Namespace) -> dict:
     if getattr(args, "checkpoint", ""):
         bf16 = {"auto": cpu_has_bf16(), "on": True, "off": False}[getattr(args, "bf16", "auto")]
         cmp = compare_paths(checkpoint_arg(args.checkpoint), getattr(args, "batch", 32), getattr(args, "rounds", 0) or 20,
-                            [int(w) for w in args.new_beams.split(",")], bf16, getattr(args, "limit", 0))
+                            [int(w) for w in args.new_beams.split(",")], bf16, getattr(args, "limit", 0),
+                            getattr(args, "profile", False))
         return {"benchmark": "model-request-path", "device": f"cpu x{threads} threads", "torch": torch.__version__,
                 "command": " ".join(["python -m oneloc.benchmarks.bench_model", *sys.argv[1:]]), **cmp}
     results = []
@@ -251,6 +279,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32, help="--checkpoint: requests per batch")
     p.add_argument("--new-beams", default="20,10", help="--checkpoint: beam widths of the new path")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="--checkpoint: new path in bf16")
+    p.add_argument("--profile", action="store_true", help="--checkpoint: also where the last new path's CPU "
+                   "goes (torch.profiler, first checkpoint)")
     p.add_argument("--limit", type=int, default=0, help="--checkpoint: at most this many validation samples")
     p.add_argument("--out", default="")
     args = p.parse_args()

@@ -57,8 +57,8 @@ def beam_search(model, batch: dict, trie: Trie, k: int = 10, beam: int | None = 
 def beam_search_bf16(model, batch: dict, trie: Trie, **kw) -> tuple[torch.Tensor, ...]:
     """``beam_search`` in bfloat16: on ``bf16_weights(model)`` (made once; serving: at load) under bfloat16
     autocast, so the matrix products, embeddings and layer norms run in bfloat16 and the log-probs and beam
-    scores in float32. On a CPU with AMX (Sapphire Rapids and later) ~1.9x cheaper per request than float32
-    at beam 12, with validation metrics equal to float32's (docs/results/model/request-path.md).
+    scores in float32. On a CPU with AMX (Sapphire Rapids and later) ~1.6x cheaper per request than float32
+    at the same beam, with validation metrics equal to float32's (docs/results/model/request-path.md).
 
         items, scores = beam_search_bf16(bf16_weights(model), batch, trie, k=10, beam=12)
     """
