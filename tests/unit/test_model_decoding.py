@@ -166,14 +166,16 @@ def test_bf16_path_returns_the_float32_top_k_ties_aside():
     top-k scores (a swap between two near-equal items is the only allowed difference), and its scores are
     those items' float32 scores; the float32 model is left as it was."""
     from oneloc.model.beam_search import beam_search_bf16, bf16_weights
+    from tests.unit.test_nearby import tiny as tiny_nearby
 
-    for switches in ({}, {"copy_head": False}):
-        tok, model, b = tiny(**switches)
+    for tok, model, b in (tiny(), tiny(copy_head=False), tiny_nearby()):
+        model.nearby_bias = 0.5 if model.nearby is not None else 0.0      # the pointer's bias path too
         fast = bf16_weights(model)
         assert model.decoder.heads[0].weight.dtype == model.codes.tables[0].weight.dtype == torch.float32
         assert fast.decoder.heads[0].weight.dtype == fast.codes.tables[0].weight.dtype == torch.bfloat16
-        items, scores = beam_search_bf16(fast, b, tok.trie(), k=10, beam=N_POIS)
-        assert scores.dtype == torch.float32 and ((items >= 1) & (items <= N_POIS)).all()
+        n = tok.num_items
+        items, scores = beam_search_bf16(fast, b, tok.trie(), k=10, beam=n)
+        assert scores.dtype == torch.float32 and ((items >= 1) & (items <= n)).all()
         for row in items.tolist():
             assert len(set(row)) == len(row)
         every = model.score_items(b)                                    # (B, N) float32 log p of every item
