@@ -9,14 +9,16 @@ depend on a fitted tokenizer. ``--nyc`` also fits the real NYC tokenizer and rep
 collisions. The in-run baseline is the same model at batch size 1 (``speedup_vs_batch1``).
 
 ``--checkpoint CKPT`` instead compares today's request path with the fast one, side by side in one run,
-on a trained checkpoint and real requests (the NYC validation samples: their histories, times and
+on a trained checkpoint (``NAME=CKPT,NAME=CKPT``: several, all paths of all of them alternating in the
+rounds, each path's CPU cost also given relative to the first checkpoint's) and real requests (the NYC validation samples: their histories, times and
 locations): old = ``beam_search`` as today (float32, beam 20), new = ``beam_search_bf16`` on
-``bf16_linears(model)`` where the CPU has AMX / AVX-512 BF16 (``--bf16``), at each ``--new-beams`` width.
+``bf16_weights(model)`` where the CPU has AMX / AVX-512 BF16 (``--bf16``), at each ``--new-beams`` width.
 Rounds alternate old and new on the same batches of 32; wall and CPU time per batch (CPU time = this
 process's, steadier on a shared machine) and their ratios; then Acc@1/5/10 and MRR@10 of every path over
 the validation split (whole batches) with a paired bootstrap interval of new - old.
 
     python -m oneloc.benchmarks.bench_model --checkpoint ckpt.pt --new-beams 20,12 --out x.json
+    python -m oneloc.benchmarks.bench_model --checkpoint base=a.pt,near=b.pt --new-beams 12 --out y.json
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 
 from oneloc.benchmarks._emit import emit
 from oneloc.model.batch import make_batch
-from oneloc.model.beam_search import beam_search, beam_search_bf16, bf16_linears
+from oneloc.model.beam_search import beam_search, beam_search_bf16, bf16_weights
 from oneloc.model.config import ModelConfig
 from oneloc.model.oneloc import build_model
 from oneloc.model.semantic_ids import SemanticIdTokenizer, disambiguate, id_report
@@ -121,8 +123,10 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def compare_paths(ckpt: str, batch: int, rounds: int, new_beams: list[int], bf16: bool, limit: int = 0) -> dict:
-    """Old vs new request path on a checkpoint and the NYC validation requests (module docstring)."""
+def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: list[int], bf16: bool,
+                  limit: int = 0, profile: bool = False) -> dict:
+    """Old vs new request path on each checkpoint and the NYC validation requests (module docstring); the
+    rounds alternate every path of every checkpoint on the same validation batch."""
     from oneloc.config import load_config
     from oneloc.evaluation.metrics import paired_bootstrap, per_sample, target_rank
     from oneloc.model.checkpoint import load_checkpoint
@@ -130,56 +134,105 @@ def compare_paths(ckpt: str, batch: int, rounds: int, new_beams: list[int], bf16
     from oneloc.streaming.dataset import load_checkins
     from oneloc.streaming.samples import build_samples
 
-    model, tok, _, extra = load_checkpoint(ckpt)
-    if extra.get("context", "catalog") != "catalog":
-        raise SystemExit("--checkpoint: only catalog-context checkpoints (no neighbor index here)")
-    fast = bf16_linears(model) if bf16 else model
-    trie, context = tok.trie(), context_of(tok)
     samples = build_samples(load_checkins(), load_config().shards)
     val = samples[samples["split"] == "val"].reset_index(drop=True)
     val = val.iloc[:limit] if limit else val
-    T = model.cfg.max_history
-    batches = [to_batch(val.iloc[i:i + batch], tok, context, max_len=T)
-               for i in range(0, len(val) - batch + 1, batch)]
-    paths = {"old": lambda b: beam_search(model, b, trie, k=10, beam=20)}
-    for w in new_beams:
-        search = beam_search_bf16 if bf16 else beam_search
-        paths[f"new_beam{w}"] = lambda b, w=w, search=search: search(fast, b, trie, k=10, beam=w)
-    wall: dict[str, list] = {n: [] for n in paths}
-    cpu: dict[str, list] = {n: [] for n in paths}
+    runs = {}                                             # tag -> (paths, batches)
+    for tag, ckpt in ckpts.items():
+        model, tok, _, extra = load_checkpoint(ckpt)
+        if extra.get("context", "catalog") != "catalog":
+            raise SystemExit("--checkpoint: only catalog-context checkpoints (no neighbor index here)")
+        fast = bf16_weights(model) if bf16 else model
+        trie, context = tok.trie(), context_of(tok)
+        T = model.cfg.max_history
+        batches = [to_batch(val.iloc[i:i + batch], tok, context, max_len=T)
+                   for i in range(0, len(val) - batch + 1, batch)]
+        paths = {"old": lambda b, model=model, trie=trie: beam_search(model, b, trie, k=10, beam=20)}
+        for w in new_beams:
+            search = beam_search_bf16 if bf16 else beam_search
+            paths[f"new_beam{w}"] = lambda b, w=w, search=search, fast=fast, trie=trie: search(fast, b, trie, k=10,
+                                                                                                beam=w)
+        runs[tag] = (paths, batches, fast)
+    wall = {(tag, n): [] for tag, (paths, _, _) in runs.items() for n in paths}
+    cpu = {(tag, n): [] for tag, (paths, _, _) in runs.items() for n in paths}
+    out: dict[str, dict] = {}
+    metrics = ["acc@1", "acc@5", "acc@10", "mrr"]
     with torch.inference_mode():
         for i in range(rounds + 2):                       # 2 warm-up rounds; each round one real batch
-            b = batches[i % len(batches)]
-            for name, f in paths.items():
-                t, c = time.perf_counter(), time.process_time()
-                f(b)
-                if i >= 2:
-                    wall[name].append(time.perf_counter() - t)
-                    cpu[name].append(time.process_time() - c)
-        ranks, lists = {}, {}
-        for name, f in paths.items():                     # quality: every validation request
-            items = np.concatenate([f(b)[0].numpy() for b in batches])
-            tgt = np.concatenate([b["target_items"].numpy() for b in batches])
-            ranks[name], lists[name] = target_rank(items, tgt), items
-    metrics = ["acc@1", "acc@5", "acc@10", "mrr"]
-    speed, quality = {}, {}
-    for name in paths:
-        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
-        speed[name] = {"wall_ms_p50": round(1000 * w, 2), "cpu_ms_p50": round(1000 * c, 2),
-                       "requests_per_s_wall": round(batch / w, 1), "requests_per_s_cpu": round(batch / c, 1),
-                       "speedup_wall_vs_old": round(statistics.median(wall["old"]) / w, 2),
-                       "speedup_cpu_vs_old": round(statistics.median(cpu["old"]) / c, 2)}
-        quality[name] = {m: round(float(per_sample(ranks[name], m).mean()), 4) for m in metrics}
-        if name != "old":
-            quality[name]["new_minus_old_95ci"] = {
-                m: {k: round(v, 4) for k, v in d.items()}
-                for m, d in paired_bootstrap(ranks[name], ranks["old"], metrics).items()}
-            quality[name]["same_top10_as_old"] = round(float((lists[name] == lists["old"]).all(1).mean()), 4)
-            quality[name]["same_top1_as_old"] = round(float((lists[name][:, 0] == lists["old"][:, 0]).mean()), 4)
-    return {"checkpoint": ckpt, "batch": batch, "rounds": rounds, "bf16": bf16, "k": 10,
-            "old": "beam_search, float32, beam 20", "new": "beam_search"
-            + (", beam_search_bf16 on bf16_linears(model)" if bf16 else ", float32"),
-            "val_requests": int(sum(len(b["target_items"]) for b in batches)), "speed": speed, "quality": quality}
+            for tag, (paths, batches, _) in runs.items():
+                b = batches[i % len(batches)]
+                for name, f in paths.items():
+                    t, c = time.perf_counter(), time.process_time()
+                    f(b)
+                    if i >= 2:
+                        wall[tag, name].append(time.perf_counter() - t)
+                        cpu[tag, name].append(time.process_time() - c)
+        for tag, (paths, batches, _) in runs.items():
+            ranks, lists = {}, {}
+            for name, f in paths.items():                 # quality: every validation request
+                items = np.concatenate([f(b)[0].numpy() for b in batches])
+                tgt = np.concatenate([b["target_items"].numpy() for b in batches])
+                ranks[name], lists[name] = target_rank(items, tgt), items
+            speed, quality = {}, {}
+            old_w, old_c = statistics.median(wall[tag, "old"]), statistics.median(cpu[tag, "old"])
+            for name in paths:
+                w, c = statistics.median(wall[tag, name]), statistics.median(cpu[tag, name])
+                speed[name] = {"wall_ms_p50": round(1000 * w, 2), "cpu_ms_p50": round(1000 * c, 2),
+                               "requests_per_s_wall": round(batch / w, 1), "requests_per_s_cpu": round(batch / c, 1),
+                               "speedup_wall_vs_old": round(old_w / w, 2), "speedup_cpu_vs_old": round(old_c / c, 2)}
+                quality[name] = {m: round(float(per_sample(ranks[name], m).mean()), 4) for m in metrics}
+                if name != "old":
+                    quality[name]["new_minus_old_95ci"] = {
+                        m: {k: round(v, 4) for k, v in d.items()}
+                        for m, d in paired_bootstrap(ranks[name], ranks["old"], metrics).items()}
+                    quality[name]["same_top10_as_old"] = round(float((lists[name] == lists["old"]).all(1).mean()), 4)
+                    quality[name]["same_top1_as_old"] = round(float((lists[name][:, 0] == lists["old"][:, 0]).mean()),
+                                                              4)
+            out[tag] = {"checkpoint": ckpts[tag], "val_requests": int(sum(len(b["target_items"]) for b in batches)),
+                        "speed": speed, "quality": quality}
+    first = next(iter(runs))
+    if profile:
+        paths, batches, fast = runs[first]
+        name = list(paths)[-1]
+        out[first]["profile"] = profile_path(name, paths[name], fast, bf16, batches, rounds)
+    for tag, (paths, _, _) in runs.items():                  # each path's CPU cost vs the first checkpoint's same path
+        out[tag]["cpu_cost_vs_" + first] = {n: round(statistics.median(cpu[tag, n]) / statistics.median(cpu[first, n]),
+                                                     2) for n in paths}
+    return {"batch": batch, "rounds": rounds, "bf16": bf16, "k": 10, "old": "beam_search, float32, beam 20",
+            "new": "beam_search" + (", beam_search_bf16 on bf16_weights(model)" if bf16 else ", float32"),
+            "checkpoints": out}
+
+
+def profile_path(name: str, search, model, bf16: bool, batches: list[dict], rounds: int, top: int = 20) -> dict:
+    """Where one path's CPU goes (torch.profiler over ``rounds`` batches): the operators with the most self
+    CPU time, per batch, and the encoder's CPU time alone on the same batches (the rest is the decoder
+    steps, the copy head and the beam bookkeeping)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(rounds):
+            search(batches[i % len(batches)])
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        c = time.process_time()
+        for i in range(rounds):
+            model.encode(batches[i % len(batches)])
+        enc = (time.process_time() - c) / rounds
+    return {"path": name, "self_cpu_ms_per_batch_profiled": round(total / 1000 / rounds, 2),
+            "encode_cpu_ms_per_batch": round(1000 * enc, 2),
+            "top_ops": [{"op": e.key, "self_cpu_ms_per_batch": round(e.self_cpu_time_total / 1000 / rounds, 2),
+                         "share": round(e.self_cpu_time_total / total, 3), "calls_per_batch": e.count // rounds}
+                        for e in ops[:top]]}
+
+
+def checkpoint_arg(value: str) -> dict[str, str]:
+    """--checkpoint "base=a.pt,near=b.pt" (or "a.pt") -> {"base": "a.pt", "near": "b.pt"} ({"c0": "a.pt"})."""
+    out = {}
+    for i, part in enumerate(value.split(",")):
+        tag, _, path = part.rpartition("=")
+        out[tag or f"c{i}"] = path
+    return out
 
 
 def run(cfg, args: argparse.Namespace) -> dict:
@@ -195,8 +248,9 @@ def run(cfg, args: argparse.Namespace) -> dict:
     k, beam = getattr(args, "k", 10), getattr(args, "beam", 20)
     if getattr(args, "checkpoint", ""):
         bf16 = {"auto": cpu_has_bf16(), "on": True, "off": False}[getattr(args, "bf16", "auto")]
-        cmp = compare_paths(args.checkpoint, getattr(args, "batch", 32), getattr(args, "rounds", 0) or 20,
-                            [int(w) for w in args.new_beams.split(",")], bf16, getattr(args, "limit", 0))
+        cmp = compare_paths(checkpoint_arg(args.checkpoint), getattr(args, "batch", 32), getattr(args, "rounds", 0) or 20,
+                            [int(w) for w in args.new_beams.split(",")], bf16, getattr(args, "limit", 0),
+                            getattr(args, "profile", False))
         return {"benchmark": "model-request-path", "device": f"cpu x{threads} threads", "torch": torch.__version__,
                 "command": " ".join(["python -m oneloc.benchmarks.bench_model", *sys.argv[1:]]), **cmp}
     results = []
@@ -220,10 +274,13 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--beam", type=int, default=20)
     p.add_argument("--nyc", action="store_true", help="also fit and report the real NYC tokenizer")
-    p.add_argument("--checkpoint", default="", help="compare old vs new request path on this checkpoint")
+    p.add_argument("--checkpoint", default="", help="compare old vs new request path on this checkpoint, or "
+                   "on several side by side: NAME=CKPT,NAME=CKPT")
     p.add_argument("--batch", type=int, default=32, help="--checkpoint: requests per batch")
     p.add_argument("--new-beams", default="20,10", help="--checkpoint: beam widths of the new path")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="--checkpoint: new path in bf16")
+    p.add_argument("--profile", action="store_true", help="--checkpoint: also where the last new path's CPU "
+                   "goes (torch.profiler, first checkpoint)")
     p.add_argument("--limit", type=int, default=0, help="--checkpoint: at most this many validation samples")
     p.add_argument("--out", default="")
     args = p.parse_args()

@@ -42,13 +42,9 @@ class MultiHeadAttention(nn.Module):
         k, v = kv if kv is not None else self.keys_values(x if memory is None else memory)   # (B, nh, Tk, hs)
         if value_scale is not None:
             v = v * value_scale[:, None, :, None].to(v.dtype)
-        mask = None
-        if allowed is not None or bias is not None:
-            mask = torch.zeros((), dtype=q.dtype, device=x.device)
-            if bias is not None:
-                mask = mask + bias.to(q.dtype)
-            if allowed is not None:
-                mask = mask.masked_fill(~allowed, float("-inf"))
+        mask = allowed                                                          # bool: SDPA's True = attend
+        if bias is not None:
+            mask = bias.to(q.dtype) if allowed is None else bias.to(q.dtype).masked_fill(~allowed, float("-inf"))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, Tq, d)                      # (B, Tq, d)

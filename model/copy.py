@@ -48,16 +48,15 @@ class HistoryCopy(nn.Module):
         """
         BG, n, d = hidden.shape
         B, T, _ = keys.shape
-        G, m = BG // B, codes.size(1)
-        ev_codes = event_codes[:, None].expand(B, G, T, -1).reshape(BG, T, -1)          # (BG, T, L)
-        # match[:, j, l]: event j's item has the prefix codes[:, :l] (level 0: every event)
-        eq = (ev_codes[:, :, :m] == codes[:, None, :]).long()                             # (BG, T, m)
-        match = torch.cat([eq.new_ones(BG, T, 1), eq.cumprod(-1)], -1).bool()[..., levels]  # (BG, T, n)
-        allowed = (match & event_mask[:, None, :, None].expand(B, G, T, 1).reshape(BG, T, 1)).transpose(1, 2)
+        G = BG // B
+        # match[:, :, i, j]: event j's item has the prefix codes[:, :levels[i]] (level 0: every event)
+        eq = event_codes[:, None, :, :codes.size(1)] == codes.view(B, G, 1, -1)          # (B, G, T, m)
+        ok = event_mask[:, None].expand(B, G, T)                                           # (B, G, T)
+        allowed = torch.stack([ok & eq[..., :lv].all(-1) if lv else ok for lv in levels], 2).view(BG, n, T)
         q = self.q(hidden).view(B, G * n, d)                                               # (B, G n, d)
         s = (q @ keys.transpose(1, 2)).view(BG, n, T).float() / math.sqrt(d)  # (BG, n, T)
         if event_bias is not None:
-            s = s + event_bias[:, None].expand(B, G, T).reshape(BG, 1, T)
+            s = (s.view(B, G, n, T) + event_bias[:, None, None]).view(BG, n, T)
         any_ = allowed.any(-1)                                                             # (BG, n)
         s = s.masked_fill(~allowed, float("-inf")).masked_fill(~any_[..., None], 0.0)
         a = torch.softmax(s, -1) * any_[..., None]                                         # (BG, n, T)
@@ -65,7 +64,8 @@ class HistoryCopy(nn.Module):
         g = torch.where(any_, g, torch.ones_like(g))
         out = []
         for i, lv in enumerate(levels):
-            p_copy = torch.zeros_like(gen_logp[i]).scatter_add_(1, ev_codes[:, :, lv], a[:, i])   # (BG, K_l)
+            idx = event_codes[:, None, :, lv].expand(B, G, T).reshape(BG, T)                # (BG, T) code of level lv
+            p_copy = torch.zeros_like(gen_logp[i]).scatter_add_(1, idx, a[:, i])           # (BG, K_l)
             p = g[:, i, None] * gen_logp[i].exp() + (1 - g[:, i, None]) * p_copy
             out.append(p.clamp_min(1e-12).log())
         return out

@@ -44,6 +44,8 @@ class Encoder(nn.Module):
         T = x.size(1)
         eye = torch.eye(T, dtype=torch.bool, device=x.device)
         allowed = (mask[:, None, None, :] | eye)                                  # (B, 1, T, T)
+        if bias is not None:       # one additive mask for every layer: (B, nh, T, T), -inf = masked
+            bias, allowed = bias.masked_fill(~allowed, float("-inf")), None
         for block in self.blocks:
             x = block(x, allowed, bias, gate)
         return self.ln_f(x)                                                       # (B, T, d)

@@ -46,9 +46,10 @@ class ServeConfig(Section):
                       "k = 10 was chosen on NYC validation: metrics equal to beam 20's, 1.25x cheaper "
                       "(docs/results/model/request-path.md)")
     bf16: Literal["auto"] | bool = Field(
-        default="auto", description="decode with bfloat16 matrix products (model/beam_search.beam_search_bf16): "
-                                    "auto = on a GPU, or a CPU with AMX (1.35x cheaper there, equal validation "
-                                    "metrics); true/on, false/off = float32")
+        default="auto", description="decode in bfloat16 (model/beam_search.beam_search_bf16 on a bfloat16 copy "
+                                    "of the weights): auto = on a GPU, or a CPU with AMX (with beam 12 ~1.9x "
+                                    "cheaper there than float32 at beam 20, equal validation metrics: "
+                                    "docs/results/model/request-path.md); true/on, false/off = float32")
     nearby_bias: float = Field(default=0.0, description="a checkpoint with nearby candidates (model.nearby): the "
                                "pointer's bias toward nearby places the user has not been to; > 0 trades revisits "
                                "for discovery (the frontier: docs/results/discovery/README.md); 0 = as trained")
