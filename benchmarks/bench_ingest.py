@@ -27,6 +27,8 @@
 5. freshness: with the job following (default interval), produce one order at a time and time
    until its offset is committed in the neighbor index table; p50 / p95 over ``--rounds`` orders
    (after one uncounted order that waits for the following job to start).
+With ``--sustain-rate R --sustain-s S`` it measures instead the freshness while a producer process
+sustains R events/s for S seconds (benchmarks/sustain.py).
 """
 
 from __future__ import annotations
@@ -232,6 +234,11 @@ def freshness(cfg: OneLocConfig, rounds: int) -> list[float]:
 
 
 def run(cfg: OneLocConfig, args: argparse.Namespace) -> dict:
+    if rate := getattr(args, "sustain_rate", 0.0):  # freshness under a sustained rate: benchmarks/sustain.py
+        from oneloc.benchmarks import sustain
+
+        secs = args.sustain_s
+        return sustain.run(cfg, rate, secs, args.window_s or max(5.0, secs / 20))
     n = getattr(args, "events", 0) or 0  # 0: the whole data
     rounds = getattr(args, "rounds", 0) or 30
     with tempfile.TemporaryDirectory(prefix="oneloc-bench-ingest-") as tmp:

@@ -19,6 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=0, help="repetitions (benchmark-specific default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (model/train benchmarks)")
     p.add_argument("--sizes", default="default", help="model sizes, comma-separated (model/train benchmarks); scale: data sizes x NYC, e.g. 1,10")
+    p.add_argument("--sustain-rate", type=float, default=0.0,
+                   help="ingest: instead, freshness while a producer sustains this many events/s (benchmarks/sustain.py)")
+    p.add_argument("--sustain-s", type=float, default=60.0, help="ingest --sustain-rate: seconds of producing")
+    p.add_argument("--window-s", type=float, default=0.0,
+                   help="ingest --sustain-rate: report window (0: sustain-s / 20, at least 5 s)")
     p.add_argument("--out", default="", help="also write the JSON here")
 
 

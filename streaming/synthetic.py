@@ -24,6 +24,7 @@ The model of the city (every draw from one ``numpy`` generator seeded by ``seed`
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -143,6 +144,23 @@ def iter_city_events(city: City, *, n_pois: int = 200, n_users: int = 50, days: 
         last[uid] = here
     for i in sorted(rng.choice(n_pois, int(round(closed * n_pois)), replace=False).tolist()):
         yield ("poi-catalog", pid[i], "Poi", dict(pois[i], active=False, updated_at=end_ms))
+
+
+_ID = {"Order": "order_id", "UserLocation": "event_id"}
+
+
+def live_events(visits: list[tuple[str, str, str, dict]], clock=time.time):
+    """A city's visits (``city_events`` without the catalog) as an endless live stream: the visits
+    looped, each pass with fresh ids (``-r<pass>`` appended) and ``event_time`` = the clock when the
+    event is drawn (the sustained-rate producer of benchmarks/sustain.py)."""
+    if not visits:
+        raise ValueError("no visits to loop")
+    for n in itertools.count():
+        for role, key, schema, rec in visits:
+            if schema not in _ID:
+                raise ValueError(f"live_events loops visits (Order, UserLocation), not {schema}")
+            yield role, key, schema, dict(rec, **{_ID[schema]: f"{rec[_ID[schema]]}-r{n}"},
+                                          event_time=int(clock() * 1000))
 
 
 def produce(cfg, events) -> dict[str, int]:

@@ -38,3 +38,25 @@ def test_a_city_is_seeded_valid_and_not_nyc():
 def test_osaka_prices_in_yen():
     ev = city_events(CITIES["osaka"], n_pois=20, n_users=4, days=2, seed=1)
     assert {e[3]["currency"] for e in ev if e[2] in ("Poi", "Order")} == {"JPY"}
+
+
+def test_live_events_loop_the_visits_with_fresh_ids_and_times():
+    import itertools
+
+    import pytest
+
+    from oneloc.streaming.synthetic import live_events
+
+    visits = [e for e in city_events(CITIES["lisbon"], n_pois=20, n_users=5, days=2, seed=1) if e[2] != "Poi"]
+    clock = itertools.count(1_700_000_000, 0.5).__next__     # seconds, half a second per draw
+    live = list(itertools.islice(live_events(visits, clock=clock), 2 * len(visits) + 3))
+    ids = [r.get("order_id") or r["event_id"] for _, _, _, r in live]
+    assert len(set(ids)) == len(ids)                                     # every pass has its own ids
+    assert [e[:3] for e in live[len(visits):2 * len(visits)]] == [e[:3] for e in visits]   # same users, roles
+    times = [r["event_time"] for _, _, _, r in live]
+    assert times[0] == 1_700_000_000_000 and times[1] == 1_700_000_000_500 and times == sorted(times)
+    reg = registry()
+    for _, _, schema, rec in live:
+        reg.encode(schema, rec)                                          # still valid records
+    with pytest.raises(ValueError, match="not Poi"):
+        next(live_events(city_events(CITIES["lisbon"], n_pois=5, n_users=1, days=1, seed=1)))
