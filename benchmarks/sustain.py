@@ -18,7 +18,7 @@
    waited, a lower bound).
 4. Per window of ``--window-s`` (by send time): freshness p50/p95/p99/max, the achieved produce
    rate, the orders consumer lag (orders produced, not yet in the index) at the window's end and its
-   max, the batches that started in it (count, seconds mean/max, records read), and CPU seconds of
+   max, the batches that started in it (the run's totals count only batches started after the go) (count, seconds mean/max, records read), and CPU seconds of
    each process group (producer, ingest = its driver + the local Ray cluster, broker, this monitor)
    and of the machine. A backlog that grows shows as freshness and lag rising window by window.
 """
@@ -247,6 +247,7 @@ def _visible(markers, polls, orders: str) -> list[tuple[float, float, bool]]:
 def _report(cfg, rate, seconds, window_s, pool, result, polls, batches, cpu_marks, startup_s, drain_s,
             orders) -> dict:
     t0, fresh = result["t0"], _visible(result["markers"], polls, orders)
+    batches = [(t, d) for t, d in batches if t - d["seconds"] >= t0 - 0.5]  # not the start-up's (the catalog)
     windows = []
     edges = list(np.arange(t0, t0 + seconds + 1e-9, window_s))
     if edges[-1] < t0 + seconds - 1e-6:

@@ -4,6 +4,7 @@ currency). Nothing here is Foursquare.
 
     events = city_events(CITIES["lisbon"], n_pois=200, n_users=50, days=14, seed=7)   # a list
     produce(cfg, iter_city_events(CITIES["lisbon"], n_pois=50_000, n_users=10_000, days=300))   # streamed
+    live_events([e for e in events if e[2] != "Poi"])   # the visits looped forever, fresh ids, event_time = now
     python -m oneloc.streaming.synthetic --city lisbon --pois 200 --users 50 --days 14 --seed 7
 
 The model of the city (every draw from one ``numpy`` generator seeded by ``seed``):
