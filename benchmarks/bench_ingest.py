@@ -238,7 +238,7 @@ def run(cfg: OneLocConfig, args: argparse.Namespace) -> dict:
         from oneloc.benchmarks import sustain
 
         secs = args.sustain_s
-        return sustain.run(cfg, rate, secs, args.window_s or max(5.0, secs / 20))
+        return sustain.run(cfg, rate, secs, args.window_s or max(5.0, secs / 20), client=args.sustain_client)
     n = getattr(args, "events", 0) or 0  # 0: the whole data
     rounds = getattr(args, "rounds", 0) or 30
     with tempfile.TemporaryDirectory(prefix="oneloc-bench-ingest-") as tmp:

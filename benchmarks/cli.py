@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sustain-rate", type=float, default=0.0,
                    help="ingest: instead, freshness while a producer sustains this many events/s (benchmarks/sustain.py)")
     p.add_argument("--sustain-s", type=float, default=60.0, help="ingest --sustain-rate: seconds of producing")
+    p.add_argument("--sustain-client", default="kafka-python", choices=("kafka-python", "confluent"),
+                   help="ingest --sustain-rate: the producer's client (benchmarks/sustain.py)")
     p.add_argument("--window-s", type=float, default=0.0,
                    help="ingest --sustain-rate: report window (0: sustain-s / 20, at least 5 s)")
     p.add_argument("--out", default="", help="also write the JSON here")

@@ -1,8 +1,11 @@
 """`oneloc bench ingest --sustain-rate R --sustain-s S`: freshness while a producer sustains R events/s.
 
-1. Fresh topics and state root (as ``bench ingest``). A producer process (``produce_at``: the project's
-   ``EventProducer``, validate + Avro encode + send, idempotent acks=all) draws a seeded synthetic city
-   (streaming/synthetic.py, ``POOL``), sends its catalog, then waits.
+1. Fresh topics and state root (as ``bench ingest``). A producer process (``produce_at``) draws a
+   seeded synthetic city (streaming/synthetic.py, ``POOL``), sends its catalog, then waits. Its client
+   (``--sustain-client``): ``kafka-python`` = the project's ``EventProducer`` as it is (validate + Avro
+   encode + send, idempotent acks=all); ``confluent`` = the same validation, encoding and partitions,
+   sent by librdkafka with the same settings (less CPU per record: on 2 cores the producer shares
+   the machine with the ingest and the broker).
 2. ``oneloc ingest --follow`` runs as its own process (the CLI, this run's config, default
    ``ingest.interval_s``): its per-batch lines are kept. Once the catalog is in the neighbor index,
    the producer starts: the city's visits looped with fresh ids and ``event_time`` = now
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +51,71 @@ LAG_EVERY = 10   # polls
 DRAIN_S = 120.0
 
 
-def produce_at(cfg: OneLocConfig, rate: float, seconds: float, pool: dict, conn) -> None:
+class _Confluent:
+    """The project's encoding and partitioning (``EventProducer``: validate, Avro encode, murmur2 of
+    the key) sent by librdkafka (confluent-kafka) instead of kafka-python, same settings (idempotent,
+    acks=all, linger 20 ms): the client's own CPU per record is a few times lower."""
+
+    def __init__(self, cfg: OneLocConfig):
+        from confluent_kafka import Producer
+
+        from oneloc.streaming.producer import EventProducer
+
+        self.meta = EventProducer(cfg)  # topic names, partition counts, the codec (its client sends nothing)
+        self.p = Producer({"bootstrap.servers": cfg.kafka.servers(), "enable.idempotence": True, "acks": "all",
+                           "linger.ms": 20, "client.id": f"{cfg.kafka.client_id}-sustain"})
+        self.n = 0
+
+    def send(self, role: str, key: str, schema: str, record: dict, on_ack=None) -> None:
+        from oneloc.streaming.producer import partition_for
+
+        topic, k = self.meta.topic(role), key.encode()
+        value = self.meta._registry.encode(schema, record)
+        cb = None if on_ack is None else (lambda err, msg: err is None and on_ack(msg.partition(), msg.offset()))
+        while True:
+            try:
+                self.p.produce(topic, value=value, key=k, partition=partition_for(k, self.meta.num_partitions(topic)),
+                               on_delivery=cb)
+                break
+            except BufferError:  # the local queue is full: serve deliveries, then retry
+                self.p.poll(0.05)
+        self.n += 1
+        if self.n % 1000 == 0:
+            self.p.poll(0)
+
+    def close(self) -> None:
+        if self.p.flush(60):
+            raise RuntimeError("confluent producer: records left unsent after 60 s")
+        self.meta.close()
+
+
+class _KafkaPython:
+    """The project's producer as it is (streaming/producer.py ``EventProducer``, kafka-python)."""
+
+    def __init__(self, cfg: OneLocConfig):
+        from oneloc.streaming.producer import EventProducer
+
+        self.p = EventProducer(cfg)
+
+    def send(self, role: str, key: str, schema: str, record: dict, on_ack=None) -> None:
+        fut = self.p.send(role, key, schema, record)
+        if on_ack is not None:
+            fut.add_callback(lambda md: on_ack(md.partition, md.offset))
+
+    def close(self) -> None:
+        self.p.close()
+
+
+CLIENTS = {"kafka-python": _KafkaPython, "confluent": _Confluent}
+
+
+def _mark(markers: list, sent_at: float, partition: int, offset: int) -> None:
+    markers.append((sent_at, partition, offset))
+
+
+def produce_at(cfg: OneLocConfig, rate: float, seconds: float, pool: dict, client: str, conn) -> None:
     """The producer process: the pool's catalog, then (after "go" on ``conn``) its visits looped at
     ``rate`` events/s for ``seconds``; sends back markers and a timeline of events sent."""
-    from oneloc.streaming.producer import EventProducer
     from oneloc.streaming.replay import RateLimiter
     from oneloc.streaming.synthetic import CITIES, iter_city_events, live_events
 
@@ -59,16 +124,20 @@ def produce_at(cfg: OneLocConfig, rate: float, seconds: float, pool: dict, conn)
     catalog = [e for e in events if e[0] == "poi-catalog"]
     visits = [e for e in events if e[0] != "poi-catalog"]
     del events
-    with EventProducer(cfg) as p:
+    p = CLIENTS[client](cfg)
+    try:
         for role, key, schema, rec in catalog:
             p.send(role, key, schema, rec)
-        p.flush()
-        conn.send({"catalog": len(catalog), "visits": len(visits)})
-        conn.recv()  # "go"
-        markers: list[tuple[float, int, int]] = []
-        timeline: list[tuple[float, int]] = []
-        limiter, sent, t0 = RateLimiter(rate), 0, time.time()
-        next_tick, next_marker = t0 + 1.0, t0
+    finally:
+        p.close()
+    conn.send({"catalog": len(catalog), "visits": len(visits)})
+    conn.recv()  # "go"
+    p = CLIENTS[client](cfg)
+    markers: list[tuple[float, int, int]] = []
+    timeline: list[tuple[float, int]] = []
+    limiter, sent, t0 = RateLimiter(rate), 0, time.time()
+    next_tick, next_marker = t0 + 1.0, t0
+    try:
         for role, key, schema, rec in live_events(visits):
             now = time.time()
             if now - t0 >= seconds:
@@ -76,14 +145,16 @@ def produce_at(cfg: OneLocConfig, rate: float, seconds: float, pool: dict, conn)
             if now >= next_tick:
                 timeline.append((now, sent))
                 next_tick += 1.0
-            fut = p.send(role, key, schema, rec)
+            on_ack = None
             if schema == "Order" and now >= next_marker:
-                fut.add_callback(lambda md, t=now: markers.append((t, md.partition, md.offset)))
+                on_ack = partial(_mark, markers, now)
                 next_marker += MARKER_EVERY_S
+            p.send(role, key, schema, rec, on_ack)
             sent += 1
             limiter.tick()
-        p.flush()
-        timeline.append((time.time(), sent))
+    finally:
+        p.close()
+    timeline.append((time.time(), sent))
     conn.send({"t0": t0, "sent": sent, "seconds": time.time() - t0, "markers": markers, "timeline": timeline})
 
 
@@ -103,7 +174,8 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)), 3) if xs else None
 
 
-def run(cfg: OneLocConfig, rate: float, seconds: float, window_s: float, pool: dict | None = None) -> dict:
+def run(cfg: OneLocConfig, rate: float, seconds: float, window_s: float, pool: dict | None = None,
+        client: str = "kafka-python") -> dict:
     """Fresh topics and state (removed at the end), then ``_measure``; ``pool``: the city (``POOL``)."""
     from oneloc.benchmarks.bench_ingest import fresh
     from oneloc.infra.kafka.admin import delete_topics
@@ -112,7 +184,7 @@ def run(cfg: OneLocConfig, rate: float, seconds: float, window_s: float, pool: d
     with tempfile.TemporaryDirectory(prefix="oneloc-bench-sustain-") as tmp:
         cfg = fresh(cfg, Path(tmp))
         try:
-            return _measure(cfg, Path(tmp), rate, seconds, window_s, pool or POOL)
+            return _measure(cfg, Path(tmp), rate, seconds, window_s, pool or POOL, client)
         finally:
             delete_topics(cfg.kafka.servers(), [s.name for s in load_topics(cfg).topics.values()])
 
@@ -138,7 +210,8 @@ def _start_ingest(cfg: OneLocConfig, folder: Path) -> tuple[subprocess.Popen, li
     return proc, batches, reader
 
 
-def _measure(cfg: OneLocConfig, folder: Path, rate: float, seconds: float, window_s: float, pool: dict) -> dict:
+def _measure(cfg: OneLocConfig, folder: Path, rate: float, seconds: float, window_s: float, pool: dict,
+             client: str) -> dict:
     from deltalake import DeltaTable
 
     from oneloc.benchmarks.bench_ingest import machine_cpu_s, own_pids
@@ -148,7 +221,7 @@ def _measure(cfg: OneLocConfig, folder: Path, rate: float, seconds: float, windo
     from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
 
     here, theirs = mp.get_context("spawn").Pipe()
-    prod = mp.get_context("spawn").Process(target=produce_at, args=(cfg, rate, seconds, pool, theirs), daemon=True)
+    prod = mp.get_context("spawn").Process(target=produce_at, args=(cfg, rate, seconds, pool, client, theirs), daemon=True)
     prod.start()
     sizes = here.recv()  # the catalog is sent
     ingest_proc, batches, reader = _start_ingest(cfg, folder)
@@ -225,7 +298,7 @@ def _measure(cfg: OneLocConfig, folder: Path, rate: float, seconds: float, windo
     reader.join(timeout=10)
     prod.join(timeout=30)
     c.close()
-    return _report(cfg, rate, seconds, window_s, {**pool, **sizes}, result, polls, batches, cpu_marks, startup_s, drain_s, orders)
+    return _report(cfg, rate, seconds, window_s, {**pool, **sizes, "client": client}, result, polls, batches, cpu_marks, startup_s, drain_s, orders)
 
 
 def _visible(markers, polls, orders: str) -> list[tuple[float, float, bool]]:
