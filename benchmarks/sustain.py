@@ -339,7 +339,9 @@ def _report(cfg, rate, seconds, window_s, pool, result, polls, batches, cpu_mark
              "batches": len(bs),
              "batch_s_mean": round(float(np.mean([d["seconds"] for d in bs])), 3) if bs else None,
              "batch_s_max": round(max(d["seconds"] for d in bs), 3) if bs else None,
-             "batch_read_mean": round(float(np.mean([d["read"] for d in bs]))) if bs else None}
+             "batch_read_mean": round(float(np.mean([d["read"] for d in bs]))) if bs else None,
+             "batch_stages_mean_s": {k: round(float(np.mean([d.get(k, 0.0) for d in bs])), 3)
+                                     for k in sorted({k for d in bs for k in d if k.endswith("_s")})}}
         if len(cpu) >= 2:
             (ta, ga, ma), (tb, gb, mb) = cpu[0], cpu[-1]
             w["cpu_cores"] = {k: round((gb[k] - ga.get(k, 0.0)) / (tb - ta), 2) for k in gb}

@@ -11,13 +11,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(360)
-def test_a_sustained_producer_while_ingest_follows_gives_freshness_per_window(kafka_cfg):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_a_sustained_producer_while_ingest_follows_gives_freshness_per_window(kafka_cfg, client):
     from oneloc.benchmarks import sustain
 
     rate, seconds = 300, 6
     r = sustain.run(kafka_cfg, rate, seconds, window_s=3,
-                    pool=dict(city="lisbon", n_pois=60, n_users=20, days=3, seed=1))
-    assert r["pool"]["catalog"] == 60 and r["pool"]["visits"] > 100
+                    pool=dict(city="lisbon", n_pois=60, n_users=20, days=3, seed=1), client=client)
+    assert r["pool"]["client"] == client and r["pool"]["catalog"] == 60 and r["pool"]["visits"] > 100
     assert 0.8 * rate * seconds <= r["produced"] <= rate * seconds + 10      # paced, not flooded
     f = r["freshness_s"]
     assert f["unseen"] == 0                                                   # every marker reached the index
