@@ -132,6 +132,13 @@ def at_ref(state: pd.DataFrame, half_life_days: float) -> pd.DataFrame:
     return out
 
 
+def rebuild(pois: pd.DataFrame, orders, res: int, half_life_days: float) -> pd.DataFrame:
+    """The state from scratch: every catalog row (the last of an id wins), then every order at once,
+    each row at the final reference time. What the batches' state equals (``at_ref`` of it): the check
+    of the incremental index, and a repair from the ``pois`` and ``orders`` tables."""
+    return at_ref(apply_orders(apply_pois(empty_state(), pois, res), orders, half_life_days), half_life_days)
+
+
 ARROW_SCHEMA = pa.schema([("poi_id", pa.string()), ("cell", pa.int64()), ("category", pa.string()),
                           ("lat", pa.float64()), ("lng", pa.float64()), ("avg_spend", pa.float64()),
                           ("orders_decayed", pa.float64()), ("gmv_decayed", pa.float64()),

@@ -18,6 +18,7 @@ from oneloc.streaming.neighbor_state import (
     at_ref,
     empty_state,
     from_arrow,
+    rebuild,
     to_arrow,
 )
 from oneloc.streaming.synthetic import CITIES, city_events
@@ -58,7 +59,7 @@ def batches(pois, orders, seed=0):
 
 def from_scratch(pois, orders) -> pd.DataFrame:
     """The index state from all the events at once, every row at the final reference time."""
-    return at_ref(apply_orders(apply_pois(empty_state(), pois, RES), orders, H), H)
+    return rebuild(pois, orders, RES, H)
 
 
 def table_state(uri) -> pd.DataFrame:
