@@ -98,6 +98,7 @@ class IndexSink:
         """The rows the next commit writes and its predicate: every row and None (rewrite the table),
         the rows of the touched buckets and ``bucket IN (...)``, or no rows and None (nothing changed:
         an empty append that moves the offsets)."""
+        assert len(self._hash) == len(self.state), "the state's rows were reordered or dropped"
         if self.full:
             return self._with_bucket(np.arange(len(self.state))), None
         touched = np.unique(np.concatenate(self.touched)) if self.touched else np.zeros(0, np.int64)
