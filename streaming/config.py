@@ -61,7 +61,7 @@ class IndexConfig(Section):
     half_life_days: float = 7.0
     ctx_categories: int = Field(default=30, description="categories in the context vector's mixes")
     rows_per_bucket: int = Field(
-        default=1024, ge=1, description="the Delta table's partitions (buckets of POIs by a hash of poi_id, a "
+        default=4096, ge=1, description="the Delta table's partitions (buckets of POIs by a hash of poi_id, a "
                                         "power of two of them) hold at least this many POIs: a batch rewrites "
                                         "the buckets of the POIs it touched (streaming/index_sink.py)")
 
