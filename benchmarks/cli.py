@@ -10,7 +10,7 @@ import importlib
 from oneloc.benchmarks._emit import emit
 from oneloc.config import OneLocConfig
 
-BENCHMARKS = ("produce", "ingest", "model", "train", "serve", "scale")
+BENCHMARKS = ("produce", "ingest", "model", "train", "serve", "scale", "index")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=0, help="workload size (benchmark-specific default)")
     p.add_argument("--rounds", type=int, default=0, help="repetitions (benchmark-specific default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (model/train benchmarks)")
-    p.add_argument("--sizes", default="default", help="model sizes, comma-separated (model/train benchmarks); scale: data sizes x NYC, e.g. 1,10")
+    p.add_argument("--sizes", default="default", help="model sizes, comma-separated (model/train benchmarks); scale, index: data sizes x NYC, e.g. 1,10")
     p.add_argument("--sustain-rate", type=float, default=0.0,
                    help="ingest: instead, freshness while a producer sustains this many events/s (benchmarks/sustain.py)")
     p.add_argument("--sustain-s", type=float, default=60.0, help="ingest --sustain-rate: seconds of producing")

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rl": ("oneloc.ray_jobs.rl", "DPO post-training with geographic and GMV rewards"),
     "evaluate": ("oneloc.ray_jobs.evaluate", "GETNext-protocol evaluation against baselines"),
     "serve": ("oneloc.serving.cli", "run the Ray Serve recommendation endpoint"),
-    "bench": ("oneloc.benchmarks.cli", "benchmarks: produce | ingest | model | train | serve | scale"),
+    "bench": ("oneloc.benchmarks.cli", "benchmarks: produce | ingest | model | train | serve | scale | index"),
     "demo": ("oneloc.demo", "the main job: everything on the real NYC data, end to end"),
     "run": ("oneloc.ray_jobs.loop", "the continuous loop: Kafka, replay, ingest, trainer, gate, Serve"),
     "status": ("oneloc.status", "what each part is doing: Kafka, ingest lag, tables, loop, Serve, model"),

@@ -38,8 +38,8 @@ class IngestConfig(Section):
     maintenance_every: int = Field(
         default=100, ge=0, description="every N micro-batches (of one job run; 0 = never), compact (Delta OPTIMIZE) "
                                        "and vacuum every table the job writes, between two batches: each batch "
-                                       "adds a file per table and partition, and neighbor_index is overwritten "
-                                       "each batch (docs/OPERATIONS.md section 4)")
+                                       "adds a file per table and partition (neighbor_index: per bucket it "
+                                       "touched) (docs/OPERATIONS.md section 4)")
     vacuum_retention_hours: int = Field(
         default=24, ge=0, description="VACUUM deletes files that no table version newer than this needs: keep it "
                                       "above the longest read of one pinned version (a training run reads the "
@@ -60,6 +60,10 @@ class IndexConfig(Section):
     top_k: int = 50
     half_life_days: float = 7.0
     ctx_categories: int = Field(default=30, description="categories in the context vector's mixes")
+    rows_per_bucket: int = Field(
+        default=4096, ge=1, description="the Delta table's partitions (buckets of POIs by a hash of poi_id, a "
+                                        "power of two of them) hold at least this many POIs: a batch rewrites "
+                                        "the buckets of the POIs it touched (streaming/index_sink.py)")
 
 
 NEVER_MS = 2**63 - 1  # a cutoff no event time reaches

@@ -145,16 +145,19 @@ class DeltaSink:
 
     def write(self, data: pa.Table, offsets: Offsets, *, mode: str = "append",
               partition_by: list[str] | None = None, extra: dict[str, Any] | None = None,
-              writer_properties: WriterProperties | None = None) -> bool:
+              writer_properties: WriterProperties | None = None, predicate: str | None = None) -> bool:
         """Commit ``data`` (append or overwrite) with the offsets it covers. A batch with no new
         offsets is not committed; one with offsets but no rows commits an empty append (so the
-        offsets still move). Returns whether it committed."""
+        offsets still move). An overwrite with a ``predicate`` replaces only the rows that match it
+        (``data`` must match it too; the schema stays); without one, the whole table (schema and
+        partitioning included). Returns whether it committed."""
         moved = self.covers(offsets)
         if not moved:
             return False
+        schema_mode = "merge" if mode == "append" else None if predicate else "overwrite"
         with storage_errors(self.uri):
-            write_deltalake(self.uri, data, mode=mode, partition_by=partition_by, schema_mode="merge"
-                            if mode == "append" else "overwrite", storage_options=self.storage_options,
+            write_deltalake(self.uri, data, mode=mode, partition_by=partition_by, schema_mode=schema_mode,
+                            predicate=predicate, storage_options=self.storage_options,
                             commit_properties=commit_properties(self.group, moved, extra),
                             writer_properties=writer_properties)
         self.offsets.update(moved)

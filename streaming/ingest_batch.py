@@ -6,7 +6,8 @@ Tables (at ``cfg.storage.table(name)``), each exactly-once on its own (see delta
   orders         Order rows, append, partitioned by event_date
   pois           the POI catalog, merge/upsert by poi_id
   dead_letters   raw bytes + topic, partition, offset, reason, failed_at (also sent to the topic)
-  neighbor_index decayed order counts per POI and cell (overwrite: one version per batch)
+  neighbor_index decayed order counts per POI and cell (one version per batch: the buckets of the
+                 POIs the batch touched, streaming/index_sink.py)
   samples, sample_state   training shards (streaming/shards.py)
 Commit order: catalog, events, dead letters, index, shards (the samples are built in a thread
 meanwhile). A crash anywhere leaves each table at a batch boundary; the restart re-reads from the
@@ -24,15 +25,9 @@ import pyarrow.compute as pc
 
 from oneloc.streaming.dead_letters import dead_letter_rows, send_dead_letters
 from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new, maintain, small_files
+from oneloc.streaming.index_sink import IndexSink
 from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
-from oneloc.streaming.neighbor_state import (
-    apply_orders,
-    apply_pois,
-    empty_state,
-    from_arrow,
-    positions,
-    to_arrow,
-)
+from oneloc.streaming.neighbor_state import positions
 
 ROLES = {"poi-catalog": "Poi", "user-locations": "UserLocation", "orders": "Order"}
 LOCATION_COLS = ["event_id", "user_id", "event_time", "lat", "lng", "accuracy_m", "source"]
@@ -89,8 +84,8 @@ class BatchWriter:
         }
         dt = self.sinks["pois"].table()
         self.known = set(dt.to_pyarrow_table(columns=["poi_id"])["poi_id"].to_pylist()) if dt else set()
-        dt = self.sinks[INDEX_TABLE].table()
-        self.state = from_arrow(dt.to_pyarrow_table()) if dt else empty_state()
+        ix = cfg.index
+        self.index = IndexSink(self.sinks[INDEX_TABLE], ix.half_life_days, ix.h3_resolution, ix.rows_per_bucket)
         self.shards = None
         if cfg.ingest.shards:
             from oneloc.streaming.shards import ShardWriter
@@ -140,7 +135,6 @@ class BatchWriter:
         clock.lap("split_s")
         n = {}
         s = self.sinks
-        ix = self.cfg.index
         idx_offsets = s[INDEX_TABLE].offsets
         ip = keep_new(pois, idx_offsets)
         io = keep_new(orders, idx_offsets)
@@ -148,21 +142,18 @@ class BatchWriter:
         if index_changed:  # the catalog into the index state first: the shards take the POIs' coordinates
             cat = ip.select(["id", "category", "lat", "lng", "avg_spend"]).rename_columns(
                 ["poi_id", "category", "lat", "lng", "avg_spend"]).to_pandas()
-            self.state = apply_pois(self.state, cat, ix.h3_resolution)
+            self.index.take_pois(cat)
         # The samples are built in a thread while the index state takes the orders and the other
         # tables commit here (numpy and the Delta writers release the GIL); they are committed last.
         shards = None
         if self.shards is not None:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oneloc-shards")
-            # apply_orders below makes a new frame: this one stays as it is for the thread
-            shards = self._pool.submit(self._prepare_shards, orders, self.state)
+            # take_orders below makes a new frame: this one stays as it is for the thread
+            shards = self._pool.submit(self._prepare_shards, orders, self.index.state)
         try:
             if index_changed:
-                self.state = apply_orders(self.state, io.select(["poi_id", "event_time", "amount"]), ix.half_life_days)
-                index_rows = to_arrow(self.state)
-            else:
-                index_rows = to_arrow(self.state).slice(0, 0)  # moves offsets only
+                self.index.take_orders(io.select(["poi_id", "event_time", "amount"]))
             clock.lap("index_s")
             new_pois = keep_new(pois, s["pois"].offsets)
             new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
@@ -180,7 +171,7 @@ class BatchWriter:
             s["dead_letters"].write(dead, covered)
             n["dead_letters"] = dead.num_rows
             clock.lap("events_s")
-            s[INDEX_TABLE].write(index_rows, covered, mode="overwrite" if index_changed else "append")
+            self.index.commit(covered)  # no change: an empty append moves the offsets
             n["index_orders"] = io.num_rows
             clock.lap("index_commit_s")
         except BaseException:

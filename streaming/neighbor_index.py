@@ -11,7 +11,8 @@ orders; zeros where the set has no POIs / no orders. The neighbourhood of a cell
 its k-ring (``cfg.index.k_ring``); ``lookup`` describes the neighbourhood, ``neighbors`` gives the
 vector of each of its cells alone (cell first, then ring by ring), for the neighbor-aware prompt.
 
-Scores are the decayed sums at the table's reference time (the latest order time); decaying them
+Scores are the decayed sums at the table's reference time (the latest order time; every row is
+brought to it, ``neighbor_state.at_ref``, as rows keep their own between batches); decaying them
 to "now" would scale every POI by the same factor, so ranks are unchanged.
 
     idx = NeighborIndex.load(cfg)                  # latest version; version=N for a past one
@@ -27,7 +28,7 @@ import h3.api.basic_int as h3
 import numpy as np
 import pandas as pd
 
-from oneloc.streaming.neighbor_state import empty_state, from_arrow
+from oneloc.streaming.neighbor_state import at_ref, empty_state, from_arrow
 
 TABLE = "neighbor_index"
 
@@ -64,7 +65,7 @@ class Lookup(NamedTuple):
 class NeighborIndex:
     def __init__(self, state: pd.DataFrame, res: int, k: int, top_k: int, n_categories: int, version: int = -1):
         self.res, self.k, self.top_k, self.version = res, k, top_k, version
-        self.ref_ms = int(state["ref_ms"].iloc[0]) if len(state) else 0
+        self.ref_ms = int(state["ref_ms"].max()) if len(state) else 0
         self.categories = vocabulary(state, n_categories)
         self.dim = 2 * (n_categories + 1) + 2
         self.rows = 1 + 3 * k * (k + 1)
@@ -111,8 +112,9 @@ class NeighborIndex:
 
     @classmethod
     def from_config(cls, state: pd.DataFrame, cfg, version: int = -1) -> NeighborIndex:
+        """The index of a state (every row's sums brought to the table's reference time first)."""
         ix = cfg.index
-        return cls(state, ix.h3_resolution, ix.k_ring, ix.top_k, ix.ctx_categories, version)
+        return cls(at_ref(state, ix.half_life_days), ix.h3_resolution, ix.k_ring, ix.top_k, ix.ctx_categories, version)
 
     @classmethod
     def load(cls, cfg, version: int | None = None) -> NeighborIndex:

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pyarrow.compute as pc
 import pytest
 import yaml
 from deltalake import DeltaTable
 
+from oneloc.streaming.neighbor_state import at_ref, from_arrow, rebuild
 from oneloc.streaming.replay import replay
 
 pytestmark = pytest.mark.integration
@@ -62,6 +64,17 @@ def test_sigkill_mid_batch_then_restart(fresh_topics_cfg, ray_session, tmp_path)
     assert locs.num_rows == pc.count_distinct(locs["event_id"]).as_py() == produced["user-locations"]
     assert table("pois", ["poi_id"]).num_rows == produced["poi-catalog"]
     assert pc.sum(table("neighbor_index", ["orders_total"])["orders_total"]).as_py() == produced["orders"]
+    # the index the batches wrote bucket by bucket, across the kill, equals the one rebuilt from the event tables
+    ix = cfg.index
+    want = rebuild(table("pois", ["poi_id", "category", "lat", "lng", "avg_spend"]).to_pandas(),
+                   table("orders", ["poi_id", "event_time", "amount"]), ix.h3_resolution, ix.half_life_days)
+    got = at_ref(from_arrow(table("neighbor_index", None)), ix.half_life_days).sort_index()
+    want = want.sort_index()
+    assert list(got.index) == list(want.index)
+    exact = ["cell", "category", "lat", "lng", "avg_spend", "orders_total", "ref_ms"]
+    assert got[exact].equals(want[exact])
+    np.testing.assert_allclose(got[["orders_decayed", "gmv_decayed"]].to_numpy(),
+                               want[["orders_decayed", "gmv_decayed"]].to_numpy(), rtol=1e-9, atol=1e-12)
     samples = table("samples", ["topic", "partition", "offset", "target_ts"])
     keys = pc.binary_join_element_wise(samples["topic"], pc.cast(samples["offset"], "string"),
                                        pc.cast(samples["partition"], "string"), ":")

@@ -14,6 +14,7 @@ from oneloc.streaming.neighbor_state import (
     DAY_MS,
     apply_orders,
     apply_pois,
+    at_ref,
     empty_state,
     from_arrow,
     to_arrow,
@@ -46,7 +47,7 @@ def incremental(pois, orders, n_batches=4):
 
 def test_decayed_counts_equal_brute_force(data):
     pois, orders = data
-    state = incremental(pois, orders)
+    state = at_ref(incremental(pois, orders), CFG.index.half_life_days)  # rows keep their own ref_ms
     T = orders["event_time"].max()
     h = CFG.index.half_life_days * DAY_MS
     for pid in pois["poi_id"].iloc[:200]:
