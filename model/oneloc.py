@@ -40,12 +40,12 @@ class Memory(NamedTuple):
                                   #           E = T + S + S' (the states themselves without a copy head)
     event_codes: torch.Tensor     # (B, E, L) their semantic IDs
     event_mask: torch.Tensor      # (B, E)    True = a real event / candidate of a known item
-    event_bias: torch.Tensor      # (B, E)    added to the copy head's pointer scores: 0, except
-                                  #           ``OneLoc.nearby_bias`` on nearby candidates (an inference knob)
+    event_bias: torch.Tensor | None  # (B, E) added to the copy head's pointer scores: 0, except
+                                  #           ``OneLoc.nearby_bias`` on nearby candidates; None while it is 0
 
     def repeat(self, n: int) -> Memory:
         """Each request n times over (rows r, then r again ...): for n candidate sets scored at once."""
-        return Memory(*(t.repeat(n, *([1] * (t.dim() - 1))) for t in self))
+        return Memory(*(None if t is None else t.repeat(n, *([1] * (t.dim() - 1))) for t in self))
 
 
 class OneLoc(nn.Module):
@@ -111,8 +111,9 @@ class OneLoc(nn.Module):
             ev_bias.append(torch.full_like(stats[..., 0], float(shift), dtype=torch.float32))   # (B, S)
         events = torch.cat(events, 1)                                             # (B, E, d)
         keys = self.copy.keys(events) if self.copy is not None else events
+        shifted = any(shift for *_, shift in sources)                             # no pointer shift: no work per step
         return Memory(torch.cat(parts, 1), torch.cat(masks, 1), keys, torch.cat(ev_codes, 1), torch.cat(ev_mask, 1),
-                      torch.cat(ev_bias, 1))
+                      torch.cat(ev_bias, 1) if shifted else None)
 
     def _logprobs(self, memory: Memory, hidden, levels: list[int], codes) -> list[torch.Tensor]:
         """Decoder states (B * G, n, d) predicting ``levels`` -> their (B * G, K_l) log-probs (float32),
