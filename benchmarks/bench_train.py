@@ -4,6 +4,8 @@ raw training step (forward + backward + AdamW) without Ray: samples/s, tokens/s 
     oneloc bench train                                   # CPU: Ray 1 vs 2 CPU workers + raw step
     oneloc bench train --device cuda                     # GPU machine: plain loop vs Ray Train (1, 2 GPUs) + raw step
     python -m oneloc.benchmarks.bench_train --device cuda --raw-only --raw-sizes default,large,xl --batches 1024,4096
+    python -m oneloc.benchmarks.bench_train --device cuda --raw-only --raw-sizes xl --batches 1024 --dtypes bf16 \
+        --raw-variants eager,fused,compile+fused,graphs+fused      # MFU levers (VARIANT_TOKENS below)
 
 On CUDA, side by side in one run, on the same ``--events`` NYC training samples, tokenizer, model size, batch
 (train.batch_size) and ``--rounds`` optimizer steps: the plain loop (train_loop.fit, no Ray) and ``oneloc train``
@@ -60,8 +62,17 @@ def step_flops(model, batch: dict) -> int:
     return int(counter.get_total_flops())
 
 
-def raw_step(size: str, device: str, batch: int, steps: int, amp: bool, peak_tflops: float) -> dict:
-    """Forward + backward + AdamW on one process: samples/s, tokens/s, MFU."""
+# Variants of the raw step (``--raw-variants``, tokens joined by "+"): eager = as the training loop runs it;
+# fused = AdamW's fused CUDA kernel (fused=True: one kernel for all parameters instead of a loop of
+# foreach ops); compile = torch.compile of the model (Inductor: fused elementwise / norm / softmax kernels,
+# FLOPs unchanged); graphs = compile in "reduce-overhead" mode (CUDA graphs of the compiled step: no
+# per-kernel launch cost); autotune = compile in "max-autotune-no-cudagraphs" (Triton GEMM autotuning).
+VARIANT_TOKENS = ("eager", "fused", "compile", "graphs", "autotune")
+
+
+def raw_step(size: str, device: str, batch: int, steps: int, amp: bool, peak_tflops: float,
+             variant: str = "eager") -> dict:
+    """Forward + backward + AdamW on one process: samples/s, tokens/s, MFU (``variant``: VARIANT_TOKENS)."""
     from oneloc.benchmarks.bench_model import synthetic_tokenizer
     from oneloc.model.config import ModelConfig
     from oneloc.model.oneloc import build_model
@@ -69,19 +80,29 @@ def raw_step(size: str, device: str, batch: int, steps: int, amp: bool, peak_tfl
     tok = synthetic_tokenizer()
     torch.manual_seed(0)
     cfg = ModelConfig(**BENCH_SIZES.get(size, {"size": size}))
+    tokens_v = set(variant.split("+"))
+    if not tokens_v <= set(VARIANT_TOKENS):
+        raise ValueError(f"unknown raw-step variant {variant!r}: tokens {VARIANT_TOKENS} joined by '+'")
     model = build_model(cfg, tok).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if "fused" in tokens_v else None)
     b = synthetic_train_batch(tok, batch, cfg.max_history, device)
     ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else (lambda: torch.autocast("cpu", enabled=False))
     with ctx():
-        flops = step_flops(model, b)
+        flops = step_flops(model, b)               # counted on the eager model: compiling changes no FLOPs
+    mode = ("reduce-overhead" if "graphs" in tokens_v else "max-autotune-no-cudagraphs" if "autotune" in tokens_v
+            else "default" if "compile" in tokens_v else None)
+    fwd = torch.compile(model, mode=mode) if mode else model
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for i in range(steps + 3):                     # 3 warm-up steps
+    t_start = time.perf_counter()
+    for i in range(steps + 3):                     # 3 warm-up steps (compiling happens in the first)
         if i == 3:
             sync()
             t0 = time.perf_counter()
+            warm_s = t0 - t_start
+        if "graphs" in tokens_v:
+            torch.compiler.cudagraph_mark_step_begin()
         with ctx():
-            loss = model(b)
+            loss = fwd(b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -89,6 +110,7 @@ def raw_step(size: str, device: str, batch: int, steps: int, amp: bool, peak_tfl
     dt = (time.perf_counter() - t0) / steps
     tokens = batch * (cfg.max_history + tok.codes.shape[1])
     return {"size": size, "device": device, "dtype": "bf16-autocast" if amp else "fp32", "batch": batch,
+            "variant": variant, "warmup_s": round(warm_s, 1),
             "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
             "step_ms": round(1000 * dt, 2), "samples_per_s": round(batch / dt, 1), "tokens_per_s": round(tokens / dt),
             "gflop_per_step": round(flops / 1e9, 2), "achieved_tflops": round(flops / dt / 1e12, 3),
@@ -188,17 +210,24 @@ def run(cfg, args: argparse.Namespace) -> dict:
             out["speedup_2_vs_1_workers"] = round(two["samples_per_s_total"] / one["samples_per_s_total"], 2)
     batches = [int(b) for b in (getattr(args, "batches", "") or ("256,1024" if gpu else "128")).split(",")]
     raw_sizes = (getattr(args, "raw_sizes", "") or ",".join(sizes)).split(",")
-    out["raw_step"] = [_raw_or_oom(size, device, b, min(steps, 50), amp, peak) for size in raw_sizes for b in batches
-                       for amp in ((False, True) if gpu else (False,))]
+    variants = (getattr(args, "raw_variants", "") or "eager").split(",")
+    dtypes = (getattr(args, "dtypes", "") or ("fp32,bf16" if gpu else "fp32")).split(",")
+    out["raw_step"] = [_raw_or_oom(size, device, b, min(steps, 50), dt == "bf16", peak, v)
+                       for size in raw_sizes for b in batches for dt in dtypes for v in variants]
     return out
 
 
-def _raw_or_oom(size: str, device: str, batch: int, steps: int, amp: bool, peak: float) -> dict:
+def _raw_or_oom(size: str, device: str, batch: int, steps: int, amp: bool, peak: float, variant: str) -> dict:
     try:
-        return raw_step(size, device, batch, steps, amp, peak)
+        return raw_step(size, device, batch, steps, amp, peak, variant)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
-        return {"size": size, "batch": batch, "dtype": "bf16-autocast" if amp else "fp32", "error": "out of memory"}
+        return {"size": size, "batch": batch, "dtype": "bf16-autocast" if amp else "fp32", "variant": variant,
+                "error": "out of memory"}
+    except Exception as e:  # a variant that fails to compile is a result too, not the end of the run
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        return {"size": size, "batch": batch, "dtype": "bf16-autocast" if amp else "fp32", "variant": variant,
+                "error": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="")
     p.add_argument("--raw-sizes", default="", help="sizes of the raw step (MFU); default --sizes; 'xl' = 253M")
     p.add_argument("--raw-only", action="store_true", help="only the raw step (no Ray, no data)")
+    p.add_argument("--raw-variants", default="eager", help="raw-step variants, comma-separated, each tokens of "
+                   f"{VARIANT_TOKENS} joined by '+', e.g. eager,fused,compile+fused,graphs+fused")
+    p.add_argument("--dtypes", default="", help="raw-step dtypes: fp32,bf16 (default both on CUDA, fp32 on CPU)")
     p.add_argument("--batch", type=int, default=0, help="per-worker batch of the side-by-side runs (default "
                                                         "train.batch_size)")
     p.add_argument("--feeds", default="stream,device", help="feeds of the side-by-side runs")
