@@ -76,40 +76,30 @@ def cpu_seconds() -> dict[str, float]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        part = "loadgen" if int(pid) == os.getpid() else next((g for g, key in CPU_GROUPS if key in cmd), "other")
+        part = ("loadgen" if int(pid) == os.getpid() or "bench_serve load" in cmd
+                else next((g for g, key in CPU_GROUPS if key in cmd), "other"))
         out[part] = out.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
-async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bodies: list[dict]) -> dict:
-    """Closed loop: ``concurrency`` clients, each sending its next request when the last one answered."""
+async def _clients(url: str, concurrency: int, first: int, stride: int, measure_from: float, end: float,
+                   payloads: list[bytes]) -> tuple[list[float], int]:
+    """Closed loop: ``concurrency`` clients, each sending its next request when the last one answered; the
+    latencies of the requests sent and answered inside [measure_from, end] (wall clock, shared by the load
+    processes), and the errors among them. Client i of this process sends bodies first + i, + stride, ..."""
     import aiohttp
 
     lat: list[float] = []
     errors = 0
-    payloads = [json.dumps(b).encode() for b in bodies]
     headers = {"content-type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=10.0)
     async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
-        start = time.perf_counter()
-        measure_from, end = start + warmup_s, start + warmup_s + seconds
-        cpu: list[dict[str, float]] = []
-
-        batches: list[tuple[float, float]] = []
-
-        async def sample_cpu() -> None:  # the CPU the parts use while the level is measured, and the batches
-            for at in (measure_from, end):
-                await asyncio.sleep(max(0.0, at - time.perf_counter()))
-                cpu.append(cpu_seconds())
-                async with aiohttp.ClientSession(base_url=url, timeout=timeout) as side:  # not behind the load's
-                    async with side.get("/metrics") as r:                             # connections
-                        batches.append(batch_totals(await r.text()))
 
         async def worker(i: int) -> None:
             nonlocal errors
-            j = i
-            while time.perf_counter() < end:
-                t = time.perf_counter()
+            j = first + i
+            while time.time() < end:
+                t, at = time.perf_counter(), time.time()
                 try:
                     async with client.post("/v1/recommendations", data=payloads[j % len(payloads)],
                                            headers=headers) as r:
@@ -117,18 +107,67 @@ async def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bod
                         ok = r.status == 200
                 except (TimeoutError, aiohttp.ClientError):
                     ok = False
-                j += concurrency
-                if t >= measure_from and time.perf_counter() <= end:
+                j += stride
+                if at >= measure_from and time.time() <= end:
                     if ok:
                         lat.append(time.perf_counter() - t)
                     else:
                         errors += 1
 
-        await asyncio.gather(sample_cpu(), *(worker(i) for i in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return lat, errors
+
+
+def _clients_proc(args: tuple) -> tuple[list[float], int]:
+    return asyncio.run(_clients(*args))
+
+
+async def _sample(url: str, measure_from: float, end: float) -> tuple[list[dict], list[tuple[float, float]]]:
+    """The CPU the parts use while the level is measured, and the ingress's batch totals, at both ends."""
+    import aiohttp
+
+    cpu: list[dict[str, float]] = []
+    batches: list[tuple[float, float]] = []
+    timeout = aiohttp.ClientTimeout(total=10.0)
+    for at in (measure_from, end):
+        await asyncio.sleep(max(0.0, at - time.time()))
+        cpu.append(cpu_seconds())
+        async with aiohttp.ClientSession(base_url=url, timeout=timeout) as side:  # not behind the load's
+            async with side.get("/metrics") as r:                             # connections
+                batches.append(batch_totals(await r.text()))
+    return cpu, batches
+
+
+def drive(url: str, concurrency: int, seconds: float, warmup_s: float, bodies: list[dict], procs: int = 1) -> dict:
+    """One level: ``concurrency`` closed-loop clients spread over ``procs`` load processes (forked: one
+    Python process tops out at a few thousand requests/s), measured for ``seconds`` after ``warmup_s``."""
+    payloads = [json.dumps(b).encode() for b in bodies]
+    start = time.time() + (0.5 if procs > 1 else 0.0)
+    measure_from, end = start + warmup_s, start + warmup_s + seconds
+    procs = max(1, min(procs, concurrency))
+    shares = [concurrency // procs + (k < concurrency % procs) for k in range(procs)]
+    firsts = [sum(shares[:k]) for k in range(procs)]
+    if procs == 1:
+        async def both():
+            return await asyncio.gather(_sample(url, measure_from, end),
+                                        _clients(url, concurrency, 0, concurrency, measure_from, end, payloads))
+        (cpu, batches), (lat, errors) = asyncio.run(both())
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork")) as ex:
+            futs = [ex.submit(_clients_proc, (url, c, f, concurrency, measure_from, end, payloads))
+                    for c, f in zip(shares, firsts, strict=True)]
+            cpu, batches = asyncio.run(_sample(url, measure_from, end))
+            got = [f.result() for f in futs]
+        lat = [x for g in got for x in g[0]]
+        errors = sum(g[1] for g in got)
     n = len(lat) + errors
     used = {k: cpu[1].get(k, 0.0) - cpu[0].get(k, 0.0) for k in cpu[1]}
     ms = np.array(lat) * 1000 if lat else np.array([np.nan])
-    return {"concurrency": concurrency, "requests": n, "p50_ms": round(float(np.percentile(ms, 50)), 2),
+    return {"concurrency": concurrency, "load_procs": procs, "requests": n,
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "throughput_rps": round(len(lat) / seconds, 1),
             "error_rate": round(errors / max(n, 1), 4),
             "mean_batch": round((batches[1][0] - batches[0][0]) / max(batches[1][1] - batches[0][1], 1), 2),
@@ -143,13 +182,14 @@ def load_main(argv: list[str]) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--idle", type=float, default=5.0)
+    p.add_argument("--procs", type=int, default=1, help="load processes (the concurrency is split among them)")
     a = p.parse_args(argv)
     bodies = request_bodies()
     before = cpu_seconds()
     time.sleep(a.idle)  # the application with no load: what its parts use anyway
     idle = {k: round((v - before.get(k, 0.0)) * 1000 / a.idle, 1) for k, v in sorted(cpu_seconds().items())
             if v - before.get(k, 0.0) > 0}
-    out = [asyncio.run(drive(a.url, int(c), a.seconds, a.warmup, bodies)) for c in a.levels.split(",")]
+    out = [drive(a.url, int(c), a.seconds, a.warmup, bodies, a.procs) for c in a.levels.split(",")]
     print(json.dumps({"idle_cpu_ms_per_s": idle, "levels": out}))
 
 
@@ -196,7 +236,8 @@ def gpu_run(cfg, checkpoint: str, device: str, rounds: int) -> dict:
     runs = in_process(cfg, checkpoint, [1, 8, 32, 64, 128, 256, 512, 1024], rounds, device)
     ok = [r for r in runs if r["p99_ms"] <= 50.0]
     best = max(ok, key=lambda r: r["requests_per_s"]) if ok else None
-    return {"benchmark": "serve", "mode": "in-process (no Serve)", "device": torch.cuda.get_device_name(),
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else device
+    return {"benchmark": "serve", "mode": "in-process (no Serve)", "device": name,
             "batches": runs, "best_within_p99_50ms": best}
 
 
@@ -214,7 +255,42 @@ def dataset_orders(cfg) -> None:
          "status": "completed"}), mode="overwrite", storage_options=cfg.storage.storage_options or None)
 
 
+def parse_settings(text: str) -> list[dict]:
+    """``--settings``: comma-separated ``MAX_BATCH:WAIT_S[:MODEL_REPLICAS[:INGRESS_REPLICAS]]`` -> serve
+    overrides, one deployment each (model replicas pinned: min = max; on a GPU each takes 1/replicas of it)."""
+    out = []
+    for item in filter(None, (text or "").split(",")):
+        f = item.split(":")
+        if not 2 <= len(f) <= 4:
+            raise ValueError(f"--settings item {item!r}: MAX_BATCH:WAIT_S[:MODEL_REPLICAS[:INGRESS_REPLICAS]]")
+        o = {"max_batch_size": int(f[0]), "batch_wait_timeout_s": float(f[1])}
+        if len(f) > 2:
+            o["min_replicas"] = o["max_replicas"] = int(f[2])
+        if len(f) > 3:
+            o["ingress_replicas"] = int(f[3])
+        out.append(o)
+    return out
+
+
+SERVE_KEYS = ("max_batch_size", "max_inflight_batches", "batch_wait_timeout_s", "num_cpus", "num_gpus", "beam", "bf16",
+              "torch_threads", "min_replicas", "max_replicas", "ingress_replicas", "target_ongoing_requests")
+
+
+def _goals(levels: list[dict], gpu: bool) -> dict:
+    by = {lv["concurrency"]: lv for lv in levels}
+    if gpu:  # issue 15: p99 <= 50 ms at each level, no errors
+        return {f"p99_at_{c}_le_50ms": lv["p99_ms"] <= 50.0 and lv["error_rate"] == 0 for c, lv in by.items()}
+    g = {}
+    if 8 in by:
+        g |= {"p99_at_8_le_100ms": by[8]["p99_ms"] <= 100.0, "no_errors_at_8": by[8]["error_rate"] == 0}
+    if 32 in by:
+        g["p99_at_32_le_50ms"] = by[32]["p99_ms"] <= 50.0
+    return g
+
+
 def run(cfg, args: argparse.Namespace) -> dict:
+    import os
+
     from oneloc.ports import free_ports
     from oneloc.serving.untrained import untrained_checkpoint
     from oneloc.streaming.dataset import dataset_catalog
@@ -222,22 +298,36 @@ def run(cfg, args: argparse.Namespace) -> dict:
     size = (getattr(args, "sizes", "") or "default").split(",")[0]
     seconds = float(getattr(args, "rounds", 0) or 10)
     tmp = tempfile.mkdtemp(prefix="oneloc-bench-serve-")
-    checkpoint = cfg.serve.checkpoint or str(untrained_checkpoint(f"{tmp}/bench.pt",
-                                                                  dataset_catalog(cfg.replay.dataset), size))
+    if cfg.serve.checkpoint:  # a file, or a folder: its newest checkpoint (as the replicas pick it)
+        from oneloc.serving.rollout import resolve_checkpoint
+
+        checkpoint = str(resolve_checkpoint(cfg.serve.checkpoint))
+    else:
+        checkpoint = str(untrained_checkpoint(f"{tmp}/bench.pt", dataset_catalog(cfg.replay.dataset), size))
     cfg = cfg.model_copy(deep=True)
     cfg.storage.root = f"{tmp}/state"
     cfg.serve.bootstrap = "delta"
     dataset_orders(cfg)
     device = getattr(args, "device", "cpu") or "cpu"
-    if device != "cpu":
+    gpu = device != "cpu"
+    if gpu and not getattr(args, "http", False):
         return gpu_run(cfg, checkpoint, device, int(getattr(args, "rounds", 0) or 30)) | {"model_size": size}
     # replicas pinned at serve.max_replicas: the steady state at full scale, not a scale-up transient
     cfg.serve = cfg.serve.model_copy(update={"follow_orders": False, "bootstrap": "delta", "checkpoint": checkpoint,
                                              "port": free_ports(1)[0], "min_replicas": cfg.serve.max_replicas})
-    # the model at its best batched throughput: the best of several batch sizes (throughput flattens past 16)
-    sizes = sorted({8, 16, 32, cfg.serve.max_batch_size})
-    baseline_runs = in_process(cfg, checkpoint, sizes)
-    base = max(baseline_runs, key=lambda r: r["requests_per_s"])
+    if gpu:  # the model alone on the accelerator, in this run: its best batch within p99 50 ms
+        in_proc = gpu_run(cfg, checkpoint, device, int(getattr(args, "inproc_rounds", 0) or 20))
+        baseline_runs = in_proc["batches"]
+        base = in_proc["best_within_p99_50ms"] or max(baseline_runs, key=lambda r: r["requests_per_s"])
+        import torch
+
+        torch.cuda.empty_cache()
+    else:  # the model at its best batched throughput: the best of several batch sizes (flat past 16)
+        baseline_runs = in_process(cfg, checkpoint, sorted({8, 16, 32, cfg.serve.max_batch_size}))
+        base = max(baseline_runs, key=lambda r: r["requests_per_s"])
+    levels_arg = getattr(args, "levels", "") or ",".join(map(str, LEVELS))
+    procs = int(getattr(args, "load_procs", 0) or 1)
+    settings = parse_settings(getattr(args, "settings", "")) or [{}]
 
     import ray
     from ray import serve
@@ -246,34 +336,52 @@ def run(cfg, args: argparse.Namespace) -> dict:
     from oneloc.serving.config import set_serve_env
 
     set_serve_env()  # as `oneloc serve` starts local Ray (serving/app.py SERVE_ENV)
-    ray.init(num_cpus=cfg.ray.num_cpus or 2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=cfg.ray.num_cpus or (os.cpu_count() if gpu else 2), include_dashboard=False,
+             log_to_driver=False)
+    runs = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port},
                     logging_config={"enable_access_log": cfg.serve.access_log})
-        serve.run(build_app({"cfg": cfg}), name="oneloc-bench", route_prefix="/")
-        url = f"http://127.0.0.1:{cfg.serve.port}"
-        load = subprocess.run([sys.executable, "-m", "oneloc.benchmarks.bench_serve", "load", url,
-                               "--seconds", str(seconds)], capture_output=True, text=True, timeout=600, check=True)
-        measured = json.loads(load.stdout.strip().splitlines()[-1])
-        levels = measured["levels"]
-        replicas = serve.status().applications["oneloc-bench"].deployments["Model"].replica_states
+        for k, setting in enumerate(settings):
+            c = cfg.model_copy(deep=True)
+            c.serve = c.serve.model_copy(update=setting)
+            if gpu and c.serve.num_gpus < 0:  # the GPU shared evenly by the pinned model replicas
+                c.serve.num_gpus = round(1.0 / c.serve.max_replicas, 3)
+            t0 = time.perf_counter()
+            serve.run(build_app({"cfg": c}), name="oneloc-bench", route_prefix="/")
+            deploy_s = time.perf_counter() - t0
+            url = f"http://127.0.0.1:{c.serve.port}"
+            load = subprocess.run([sys.executable, "-m", "oneloc.benchmarks.bench_serve", "load", url,
+                                   "--seconds", str(seconds), "--levels", levels_arg, "--procs", str(procs),
+                                   "--idle", "5" if k == 0 else "1"],
+                                  capture_output=True, text=True, timeout=600)
+            if load.returncode != 0:
+                raise RuntimeError(f"load generator failed ({load.returncode}): {load.stderr[-2000:]}")
+            measured = json.loads(load.stdout.strip().splitlines()[-1])
+            replicas = serve.status().applications["oneloc-bench"].deployments["Model"].replica_states
+            serve.delete("oneloc-bench")
+            runs.append({"serve": {key: getattr(c.serve, key) for key in SERVE_KEYS}, "deploy_s": round(deploy_s, 1),
+                         "levels": measured["levels"], "idle_cpu_ms_per_s": measured["idle_cpu_ms_per_s"],
+                         "replicas_at_end": replicas, "goals": _goals(measured["levels"], gpu)})
     finally:
         serve.shutdown()
         ray.shutdown()
-    best = max(lv["throughput_rps"] for lv in levels)
-    at8 = next(lv for lv in levels if lv["concurrency"] == 8)
-    at32 = next(lv for lv in levels if lv["concurrency"] == 32)
+    best = max(lv["throughput_rps"] for r in runs for lv in r["levels"])
     ratio = round(best / base["requests_per_s"], 3)
-    return {"benchmark": "serve", "model_size": size, "checkpoint": checkpoint, "seconds_per_level": seconds,
-            "serve": {k: getattr(cfg.serve, k) for k in ("max_batch_size", "max_inflight_batches", "batch_wait_timeout_s",
-                                                          "num_cpus", "beam", "bf16",
-                                                          "torch_threads", "min_replicas", "max_replicas",
-                                                          "target_ongoing_requests")},
-            "levels": levels, "idle_cpu_ms_per_s": measured["idle_cpu_ms_per_s"], "replicas_at_end": replicas, "in_process": base,
-            "in_process_batches": baseline_runs, "serving_overhead_ratio": ratio,
-            "goals": {"p99_at_8_le_100ms": at8["p99_ms"] <= 100.0, "no_errors_at_8": at8["error_rate"] == 0,
-                      "p99_at_32_le_50ms": at32["p99_ms"] <= 50.0,
-                      "ratio_ge_0.5": ratio >= 0.5}}
+    out = {"benchmark": "serve", "model_size": size, "checkpoint": checkpoint, "device": device,
+           "seconds_per_level": seconds, "load_procs": procs, **runs[0], "in_process": base,
+           "in_process_batches": baseline_runs, "serving_overhead_ratio": ratio}
+    if len(runs) > 1:
+        out["settings_runs"] = runs
+    ok = [(lv["throughput_rps"], r["serve"], lv) for r in runs for lv in r["levels"]
+          if lv["p99_ms"] <= 50.0 and lv["error_rate"] == 0]
+    if gpu:
+        out["device_name"] = in_proc["device"]
+        out["best_http_within_p99_50ms"] = ({"requests_per_s": ok_max[0], "serve": ok_max[1], "level": ok_max[2]}
+                                            if (ok_max := max(ok, key=lambda x: x[0], default=None)) else None)
+    else:
+        out["goals"] = out["goals"] | {"ratio_ge_0.5": ratio >= 0.5}
+    return out
 
 
 if __name__ == "__main__":
@@ -285,5 +393,19 @@ if __name__ == "__main__":
         p = argparse.ArgumentParser(description="serve benchmark without the oneloc CLI (e.g. on a GPU machine)")
         p.add_argument("--device", default="cpu")
         p.add_argument("--sizes", default="default")
-        p.add_argument("--rounds", type=int, default=0)
-        print(json.dumps(run(load_config(), p.parse_args()), indent=2))
+        p.add_argument("--rounds", type=int, default=0, help="seconds per load level (with --http)")
+        p.add_argument("--http", action="store_true", help="with --device cuda: the Serve application over HTTP "
+                       "too (needs Ray Serve), beside the in-process figures")
+        p.add_argument("--levels", default="", help="concurrency levels, e.g. 32,128,512 (default 1,8,32,64)")
+        p.add_argument("--settings", default="", help="batching settings to deploy one after the other: "
+                       "MAX_BATCH:WAIT_S[:MODEL_REPLICAS[:INGRESS_REPLICAS]],... (default: the config's)")
+        p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
+        p.add_argument("--inproc-rounds", type=int, default=0, help="in-process batches timed per size (GPU)")
+        p.add_argument("--out", default="")
+        p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (repeatable)")
+        a = p.parse_args()
+        result = run(load_config(None, a.set), a)
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(result, f, indent=1, default=str)
+        print(json.dumps(result, indent=2, default=str))

@@ -1,17 +1,18 @@
-# Sourced by the GPU runs (run_e2e.sh, run_bench.sh) from the project root on the GPU machine: unpack the Ray bundle
+# Sourced by the GPU runs (run_e2e.sh, run_bench.sh, run_serve.sh, run_mfu.sh) from the project root on the GPU machine: unpack the Ray bundle
 # (../shared/device-ray/build_bundle.sh -> .whl/site.tar.xz), install the project over it, print the versions.
 set -u
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export OUT=${OUT:-/tmp/out} PYTHONPATH=/tmp/site ONELOC_HOME=/tmp/oneloc-home
 mkdir -p "$OUT"
-python3 -c "import tarfile as t; t.open('.whl/site.tar.xz').extractall('/tmp', filter='tar')"
+# the archives carried (build_serve_bundle.sh): site.tar.xz (Ray Train/Data, Delta), serve.tar.xz (Ray Serve's
+# extra packages); a run without them (the raw-step MFU) brings the few packages it imports under .whl/mini
+for a in site serve; do
+  [ -f ".whl/$a.tar.xz" ] && python3 -c "import tarfile as t; t.open('.whl/$a.tar.xz').extractall('/tmp', filter='tar')"
+done
 python3 -m pip install -q --no-deps --no-build-isolation --no-index --ignore-requires-python -e . >/dev/null 2>&1 \
   || { echo "project install failed" | tee -a "$OUT/log.txt"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/log.txt"
-python3 -c "import sys, torch, ray, numpy, pandas, pyarrow, deltalake; print('python', sys.version.split()[0], \
-'torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count(), 'ray', ray.__version__, \
-'numpy', numpy.__version__, 'pandas', pandas.__version__, 'pyarrow', pyarrow.__version__, 'deltalake', deltalake.__version__)" \
-  | tee -a "$OUT/log.txt"
+python3 docs/results/gpu/versions.py 2>&1 | tee -a "$OUT/log.txt"
 # stage NAME LIMIT_S CMD...: run a step (within LIMIT_S and the run's deadline: BUDGET_S from here, under the
 # device tool's 600 s), its output in $OUT/log.txt, its rc and seconds in $OUT/stages.jsonl, and the run summaries
 # written so far (<storage.checkpoints>/<run>.json) with the stages in $OUT/runs.json
