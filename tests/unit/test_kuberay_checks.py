@@ -14,8 +14,9 @@ each starting with the check's name. They encode how KubeRay v1.7.0 and this pro
   does not change the cluster unseen); the NCCL/NVLink-multicast environment of the measured runs (setup.sh) in the
   job's runtime env (it reaches the Ray Train workers); the measured 2 ranks on one pod (one host, NVLink: nccl.json);
   per GPU at least CPUS_PER_GPU CPUs and MEMORY_PER_GPU_GIB of memory, requests = limits (the sizing of
-  raycluster.yaml's gpu group, docs/OPERATIONS.md "GPU sizing"); no Serve GPU pods while serve.num_gpus is 0 (Serve
-  on a GPU is not measured).
+  raycluster.yaml's gpu group, docs/OPERATIONS.md "GPU sizing"); no Serve GPU pods while serve.num_gpus is 0; with
+  serve.num_gpus > 0, the GPU share, max_batch_size and batch_wait_timeout_s of the best measured Serve GPU setting
+  (serve-gpu*.json: HTTP at concurrency 32-512 on one H200; the most requests/s within p99 50 ms, else with no errors).
 - storage: the trainer (RayCluster pods) writes checkpoints to storage.checkpoints and reports to storage.reports of the
   ConfigMap; Serve reads the folder args.checkpoint, else serve.checkpoint, else storage.checkpoints
   (serving/app.py) through local file calls only (serving/rollout.py), and reports are written with pathlib
@@ -233,6 +234,19 @@ def measured_batch() -> int:
     return ray1["batch_per_worker"]
 
 
+def measured_serve() -> dict:
+    """The Serve settings of the best GPU run over HTTP (docs/results/gpu/serve-gpu*.json: bench_serve --device cuda
+    --http, several settings per run): the most requests/s within p99 50 ms, else (none met it on the H200) the
+    most requests/s with no errors."""
+    levels = [(lv, r["serve"]) for p in sorted(GPU_RESULTS.glob("serve-gpu*.json"))
+              for r in json.loads(p.read_text()).get("settings_runs", []) for lv in r["levels"] if lv["error_rate"] == 0]
+    within = [x for x in levels if x[0]["p99_ms"] <= 50.0]
+    return max(within or levels, key=lambda x: x[0]["throughput_rps"])[1]
+
+
+SERVE_GPU_KEYS = ("num_gpus", "max_batch_size", "batch_wait_timeout_s")
+
+
 def job_config(d: Deploy, job: dict):
     """The config a RayJob runs with: the ConfigMap and its entrypoint's global `--set KEY=VALUE`."""
     from oneloc.cli import _parser
@@ -292,7 +306,11 @@ def check_gpu_measured(d: Deploy) -> list[str]:
             gpus = quantity(ray_container(g).get("resources", {}).get("limits", {}).get(GPU, 0))
             if gpus > 0 and s.num_gpus <= 0 and max(g.get("replicas", 0), g.get("minReplicas", 0)) > 0:
                 out.append(f"gpu-measured: {name} {gname}: GPU pods while serve.num_gpus={s.num_gpus}: no replica "
-                           "uses them (Serve on a GPU is not measured yet)")
+                           "uses them")
+        if s.num_gpus > 0:  # the model replicas on GPUs: the batching measured there (serve-gpu.json)
+            want = measured_serve()
+            out += [f"gpu-measured: {name}: serve.{k} {getattr(s, k)}, measured on the H200: {want[k]} "
+                    "(docs/results/gpu/serve-gpu*.json)" for k in SERVE_GPU_KEYS if getattr(s, k) != want[k]]
     return out
 
 
@@ -600,6 +618,23 @@ def _serve_conf(docs, edit):
     _svc(docs)["serveConfigV2"] = yaml.safe_dump(conf)
 
 
+def _serve_overrides(docs, values: dict) -> None:
+    """The RayService application's `serve.KEY=VALUE` overrides with ``values`` put in (replacing the same keys)."""
+    def edit(conf):
+        args = conf["applications"][0]["args"]
+        keep = [o for o in args["overrides"] if o.split("=")[0] not in values]
+        args["overrides"] = keep + [f"{k}={v}" for k, v in values.items()]
+    _serve_conf(docs, edit)
+
+
+def _serve_on_gpus(docs, **change) -> None:
+    """The switch to GPU model replicas as docs/OPERATIONS.md "GPU sizing" gives it: the measured settings
+    (``change`` altering some) and serve-gpu pods."""
+    want = {f"serve.{k}": v for k, v in (measured_serve() | change).items() if k in SERVE_GPU_KEYS}
+    _serve_overrides(docs, want)
+    _svc(docs)["rayClusterConfig"]["workerGroupSpecs"][1].update(minReplicas=1, maxReplicas=2, replicas=1)
+
+
 def _runtime_env(docs, fname, edit):
     spec = docs[fname]["spec"]
     env = yaml.safe_load(spec["runtimeEnvYAML"])
@@ -678,12 +713,24 @@ def _configmap(docs, old, new):
     (lambda docs, d: _svc(docs)["rayClusterConfig"]["workerGroupSpecs"][1].update(minReplicas=1, maxReplicas=1,
                                                                                    replicas=1),
      "gpu-measured: rayservice.yaml serve-gpu: GPU pods while serve.num_gpus=0.0"),
+    (lambda docs, d: _serve_on_gpus(docs, max_batch_size=2 * measured_serve()["max_batch_size"]),
+     "gpu-measured: rayservice.yaml: serve.max_batch_size"),
+    (lambda docs, d: _serve_on_gpus(docs, batch_wait_timeout_s=measured_serve()["batch_wait_timeout_s"] + 0.01),
+     "gpu-measured: rayservice.yaml: serve.batch_wait_timeout_s"),
+    (lambda docs, d: _serve_on_gpus(docs, num_gpus=1.5 * measured_serve()["num_gpus"]),
+     "gpu-measured: rayservice.yaml: serve.num_gpus"),
     (lambda docs, d: d.texts.update({"x.yaml": "# 99x faster (bench-train-b4096.json)"}),
      "comments: x.yaml cites bench-train-b4096.json, which is not in docs/results/gpu/"),
 ])
 def test_each_defect_alone_is_caught(edit, expected):
     found = _mutated(edit)
     assert any(expected in p for p in found), found
+
+
+def test_serving_on_gpus_with_the_measured_settings_passes():
+    """The documented switch to GPU model replicas (the measured batching, serve-gpu pods) deploys cleanly."""
+    found = _mutated(lambda docs, d: _serve_on_gpus(docs))
+    assert not [p for p in found if p.startswith("gpu-")], found
 
 
 def test_gpus_per_train_worker_is_what_the_trainer_asks_for():
