@@ -20,7 +20,16 @@ serving_overhead_ratio = best HTTP throughput / in-process throughput (1.0 = Ser
 Goals on the 2-core CPU, default model: p99 <= 100 ms at concurrency 8 with no errors, ratio >= 0.5.
 
 With ``--device cuda`` (a GPU machine, where Ray need not be installed) only the in-process part runs, at
-batch sizes 1..1024: the best throughput whose per-batch p99 stays within 50 ms.
+batch sizes 1..1024: the best throughput whose per-batch p99 stays within 50 ms. With ``--device cuda --http``
+(Ray Serve installed) that, then the application with its model replicas on the GPU, over HTTP:
+
+    python -m oneloc.benchmarks.bench_serve --device cuda --http --levels 32,128,512 --load-procs 4 \
+        --settings 64:0:2:4,256:0.002:2:8 --set serve.checkpoint=CHECKPOINT_DIR --set ray.num_cpus=16 --out x.json
+
+``--settings`` deploys each batching setting in turn (MAX_BATCH:WAIT_S:MODEL_REPLICAS:INGRESS_REPLICAS; the model
+replicas share the GPU evenly); ``--load-procs`` splits the clients over forked load processes (one Python
+process tops out at a few thousand requests/s); ``best_http_within_p99_50ms`` names the setting and level with
+the most requests/s within p99 50 ms (docs/results/gpu/run_serve.sh, serve-gpu.json).
 """
 
 import argparse
