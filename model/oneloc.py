@@ -54,7 +54,6 @@ class ItemInputs(NamedTuple):
     gathers rows instead of recomputing them for each of its T events (``OneLoc.item_inputs``; inference only)."""
 
     event: torch.Tensor           # (N + 1, d) summed code embeddings + location embedding of the item's place
-    items: torch.Tensor           # (N + 1, d) summed code embeddings (the gate's item input)
     gate: torch.Tensor | None     # (N + 1, d) the gate's first layer on the item half, with its bias
     geo: torch.Tensor | None      # (N + 1, nh * dim) the geo bias's projection of the item's context vector
 
@@ -108,7 +107,7 @@ class OneLoc(nn.Module):
             gate = F.linear(items, first.weight[:, items.size(1):], first.bias)
         if self.geo_bias is not None:
             geo = self.geo_bias.proj(ctx)
-        return ItemInputs(event, items, gate, geo)
+        return ItemInputs(event, gate, geo)
 
     def encode(self, batch: dict) -> Memory:
         """-> the Memory of the batch, M = 1 + T (+ P with the prompt) (+ S transition, S' nearby candidates).
