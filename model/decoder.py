@@ -47,7 +47,7 @@ class DecoderBlock(nn.Module):
         h = self.ln1(x)
         k, v = self.self_attn.keys_values(h)
         if self_kv is None:                          # the first position sees only itself: weight 1 on its value
-            x = x + self.self_attn.out(v.transpose(1, 2).reshape(BG, 1, d))
+            x = x + self.self_attn.out(v.transpose(1, 2).contiguous().view(BG, 1, d))
         else:                                        # one query over l <= L keys: plain ops beat the SDPA kernel
             k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)                # (BG, nh, l, hs)
             nh = self.self_attn.n_heads
