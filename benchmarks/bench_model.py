@@ -11,8 +11,11 @@ collisions. The in-run baseline is the same model at batch size 1 (``speedup_vs_
 ``--checkpoint CKPT`` instead compares today's request path with the fast one, side by side in one run,
 on a trained checkpoint (``NAME=CKPT,NAME=CKPT``: several, all paths of all of them alternating in the
 rounds, each path's CPU cost also given relative to the first checkpoint's) and real requests (the NYC validation samples: their histories, times and
-locations): old = ``beam_search`` as today (float32, beam 20), new = ``beam_search_bf16`` on
-``bf16_weights(model)`` where the CPU has AMX / AVX-512 BF16 (``--bf16``), at each ``--new-beams`` width.
+locations): old = ``beam_search`` as shipped before session 6 (float32, beam 20); current = session 6's
+``beam_search_bf16`` on ``bf16_weights(model)`` at ``--current-beam`` (answers compared with it); new =
+``serving_copy(model, tok, bf16)`` (per-item input rows; bfloat16 where the CPU has AMX / AVX-512 BF16,
+``--bf16``) at each ``--new-beams`` width. Quality also on the revisit / first-visit subsets (target in the
+history or not).
 Rounds alternate old and new on the same batches of 32; wall and CPU time per batch (CPU time = this
 process's, steadier on a shared machine) and their ratios; then Acc@1/5/10 and MRR@10 of every path over
 the validation split (whole batches) with a paired bootstrap interval of new - old.
@@ -35,7 +38,7 @@ import torch
 
 from oneloc.benchmarks._emit import emit
 from oneloc.model.batch import make_batch
-from oneloc.model.beam_search import beam_search, beam_search_bf16, bf16_weights
+from oneloc.model.beam_search import beam_search, beam_search_bf16, bf16_weights, serving_copy
 from oneloc.model.config import ModelConfig
 from oneloc.model.oneloc import build_model
 from oneloc.model.semantic_ids import SemanticIdTokenizer, disambiguate, id_report
@@ -124,7 +127,7 @@ def cpu_has_bf16() -> bool:
 
 
 def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: list[int], bf16: bool,
-                  limit: int = 0, profile: bool = False) -> dict:
+                  limit: int = 0, profile: bool = False, current_beam: int = 12) -> dict:
     """Old vs new request path on each checkpoint and the NYC validation requests (module docstring); the
     rounds alternate every path of every checkpoint on the same validation batch."""
     from oneloc.config import load_config
@@ -142,14 +145,18 @@ def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: lis
         model, tok, _, extra = load_checkpoint(ckpt)
         if extra.get("context", "catalog") != "catalog":
             raise SystemExit("--checkpoint: only catalog-context checkpoints (no neighbor index here)")
-        fast = bf16_weights(model) if bf16 else model
+        fast = serving_copy(model, tok, bf16)
+        search = beam_search_bf16 if bf16 else beam_search
         trie, context = tok.trie(), context_of(tok)
         T = model.cfg.max_history
         batches = [to_batch(val.iloc[i:i + batch], tok, context, max_len=T)
                    for i in range(0, len(val) - batch + 1, batch)]
         paths = {"old": lambda b, model=model, trie=trie: beam_search(model, b, trie, k=10, beam=20)}
+        if current_beam:                                  # session 6's path: bf16 weights, no per-item rows
+            cur = bf16_weights(model) if bf16 else model
+            paths[f"current_beam{current_beam}"] = lambda b, cur=cur, trie=trie, s=search: s(
+                cur, b, trie, k=10, beam=current_beam)
         for w in new_beams:
-            search = beam_search_bf16 if bf16 else beam_search
             paths[f"new_beam{w}"] = lambda b, w=w, search=search, fast=fast, trie=trie: search(fast, b, trie, k=10,
                                                                                                 beam=w)
         runs[tag] = (paths, batches, fast)
@@ -169,9 +176,10 @@ def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: lis
                         cpu[tag, name].append(time.process_time() - c)
         for tag, (paths, batches, _) in runs.items():
             ranks, lists = {}, {}
+            tgt = np.concatenate([b["target_items"].numpy() for b in batches])
+            revisit = np.concatenate([(b["hist_items"] == b["target_items"][:, None]).any(1).numpy() for b in batches])
             for name, f in paths.items():                 # quality: every validation request
                 items = np.concatenate([f(b)[0].numpy() for b in batches])
-                tgt = np.concatenate([b["target_items"].numpy() for b in batches])
                 ranks[name], lists[name] = target_rank(items, tgt), items
             speed, quality = {}, {}
             old_w, old_c = statistics.median(wall[tag, "old"]), statistics.median(cpu[tag, "old"])
@@ -181,6 +189,16 @@ def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: lis
                                "requests_per_s_wall": round(batch / w, 1), "requests_per_s_cpu": round(batch / c, 1),
                                "speedup_wall_vs_old": round(old_w / w, 2), "speedup_cpu_vs_old": round(old_c / c, 2)}
                 quality[name] = {m: round(float(per_sample(ranks[name], m).mean()), 4) for m in metrics}
+                for sub, rows in (("revisit", revisit), ("first_visit", ~revisit)):   # target in the history or not
+                    quality[name][sub] = {m: round(float(per_sample(ranks[name][rows], m).mean()), 4)
+                                          for m in metrics} | {"n": int(rows.sum())}
+                    if name != "old":
+                        quality[name][sub]["new_minus_old_95ci"] = {
+                            m: {k: round(v, 4) for k, v in d.items()}
+                            for m, d in paired_bootstrap(ranks[name][rows], ranks["old"][rows], metrics).items()}
+                for ref in [n for n in paths if n.startswith("current") and n != name]:
+                    quality[name][f"same_top1_as_{ref}"] = round(float((lists[name][:, 0] == lists[ref][:, 0]).mean()), 4)
+                    quality[name][f"same_top10_as_{ref}"] = round(float((lists[name] == lists[ref]).all(1).mean()), 4)
                 if name != "old":
                     quality[name]["new_minus_old_95ci"] = {
                         m: {k: round(v, 4) for k, v in d.items()}
@@ -199,7 +217,8 @@ def compare_paths(ckpts: dict[str, str], batch: int, rounds: int, new_beams: lis
         out[tag]["cpu_cost_vs_" + first] = {n: round(statistics.median(cpu[tag, n]) / statistics.median(cpu[first, n]),
                                                      2) for n in paths}
     return {"batch": batch, "rounds": rounds, "bf16": bf16, "k": 10, "old": "beam_search, float32, beam 20",
-            "new": "beam_search" + (", beam_search_bf16 on bf16_weights(model)" if bf16 else ", float32"),
+            "current": "beam_search_bf16 on bf16_weights(model) (session 6)" if bf16 else "float32",
+            "new": ("beam_search_bf16" if bf16 else "beam_search") + " on serving_copy(model, tok, bf16)",
             "checkpoints": out}
 
 
@@ -250,7 +269,7 @@ def run(cfg, args: argparse.Namespace) -> dict:
         bf16 = {"auto": cpu_has_bf16(), "on": True, "off": False}[getattr(args, "bf16", "auto")]
         cmp = compare_paths(checkpoint_arg(args.checkpoint), getattr(args, "batch", 32), getattr(args, "rounds", 0) or 20,
                             [int(w) for w in args.new_beams.split(",")], bf16, getattr(args, "limit", 0),
-                            getattr(args, "profile", False))
+                            getattr(args, "profile", False), getattr(args, "current_beam", 12))
         return {"benchmark": "model-request-path", "device": f"cpu x{threads} threads", "torch": torch.__version__,
                 "command": " ".join(["python -m oneloc.benchmarks.bench_model", *sys.argv[1:]]), **cmp}
     results = []
@@ -278,6 +297,8 @@ def main() -> None:
                    "on several side by side: NAME=CKPT,NAME=CKPT")
     p.add_argument("--batch", type=int, default=32, help="--checkpoint: requests per batch")
     p.add_argument("--new-beams", default="20,10", help="--checkpoint: beam widths of the new path")
+    p.add_argument("--current-beam", type=int, default=12, help="--checkpoint: also session 6's path (bf16 weights "
+                   "without per-item rows) at this beam, for answer agreement; 0 = not")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="--checkpoint: new path in bf16")
     p.add_argument("--profile", action="store_true", help="--checkpoint: also where the last new path's CPU "
                    "goes (torch.profiler, first checkpoint)")

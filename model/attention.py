@@ -61,6 +61,10 @@ class GeoBias(nn.Module):
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
         # ctx (B, T, C) -> (B, nh, T, T)
-        B, T, _ = ctx.shape
-        e = self.proj(ctx).view(B, T, self.n_heads, self.dim).transpose(1, 2)  # (B, nh, T, dim)
+        return self.scores(self.proj(ctx))
+
+    def scores(self, projected: torch.Tensor) -> torch.Tensor:
+        # projected (B, T, nh * dim) = proj(ctx), e.g. gathered from per-item rows -> (B, nh, T, T)
+        B, T, _ = projected.shape
+        e = projected.view(B, T, self.n_heads, self.dim).transpose(1, 2)       # (B, nh, T, dim)
         return e @ e.transpose(-2, -1) / math.sqrt(self.dim)

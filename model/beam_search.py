@@ -71,3 +71,16 @@ def bf16_weights(model: nn.Module) -> nn.Module:
     codes stay long), for ``beam_search_bf16`` only. Casting the embeddings and layer norms too, not only the
     linear layers, saves the float32 <-> bfloat16 copies between them (~10% of a request's CPU)."""
     return copy.deepcopy(model).eval().to(torch.bfloat16)
+
+
+def serving_copy(model: nn.Module, tok, bf16: bool) -> nn.Module:
+    """The inference copy a replica decodes with: ``model`` in eval mode with its per-item input rows computed
+    for ``tok``'s places (``OneLoc.item_inputs``: the encoder gathers them instead of recomputing them per
+    event), in bfloat16 when ``bf16`` (for ``beam_search_bf16``, as ``bf16_weights``), else float32."""
+    out = copy.deepcopy(model).eval()
+    rows = out.compute_item_inputs(tok.lat, tok.lng, tok.ctx)               # float32, on the model's device
+    if bf16:
+        out = out.to(torch.bfloat16)
+        rows = type(rows)(*(None if t is None else t.to(torch.bfloat16) for t in rows))
+    out.item_inputs = rows
+    return out

@@ -12,6 +12,7 @@ and each position's self-attention keys/values once per beam, instead of recompu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,9 +46,14 @@ class DecoderBlock(nn.Module):
         B = mem_kv[0].size(0)
         h = self.ln1(x)
         k, v = self.self_attn.keys_values(h)
-        if self_kv is not None:
-            k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)
-        x = x + self.self_attn(h, kv=(k, v))                                    # sees every earlier position
+        if self_kv is None:                          # the first position sees only itself: weight 1 on its value
+            x = x + self.self_attn.out(v.transpose(1, 2).contiguous().view(BG, 1, d))
+        else:                                        # one query over l <= L keys: plain ops beat the SDPA kernel
+            k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)                # (BG, nh, l, hs)
+            nh = self.self_attn.n_heads
+            q = self.self_attn.q(h).view(BG, nh, 1, d // nh)
+            p = torch.softmax((q * k).sum(-1, keepdim=True) / math.sqrt(d // nh), 2)           # (BG, nh, l, 1)
+            x = x + self.self_attn.out((p * v).sum(2).view(BG, 1, d))
         q = self.ln2(x).view(B, BG // B, d)
         x = x + self.cross_attn(q, allowed=mem_allowed, kv=mem_kv).view(BG, 1, d)
         return x + self.mlp(self.ln3(x)), (k, v)

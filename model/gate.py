@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class LocationGate(nn.Module):
@@ -19,3 +20,9 @@ class LocationGate(nn.Module):
         # user_loc (B, d), items (B, T, d) -> (B, T)
         u = user_loc[:, None, :].expand_as(items)
         return 2.0 * torch.sigmoid(self.mlp(torch.cat([u, items], dim=-1)).squeeze(-1))
+
+    def from_items(self, user_loc: torch.Tensor, item_part: torch.Tensor) -> torch.Tensor:
+        # the same with the first layer's item half (and bias) precomputed per item: item_part (B, T, d)
+        first, act, last = self.mlp
+        u = F.linear(user_loc, first.weight[:, : user_loc.size(-1)])                # (B, d)
+        return 2.0 * torch.sigmoid(last(act(item_part + u[:, None, :])).squeeze(-1))

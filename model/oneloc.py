@@ -48,6 +48,16 @@ class Memory(NamedTuple):
         return Memory(*(None if t is None else t.repeat(n, *([1] * (t.dim() - 1))) for t in self))
 
 
+class ItemInputs(NamedTuple):
+    """What the encoder's input layer computes from the history items alone, per item of the catalog (row 0 =
+    padding / unknown: code row 0, location (0, 0), zero context, as ``make_batch`` fills them), so that a request
+    gathers rows instead of recomputing them for each of its T events (``OneLoc.item_inputs``; inference only)."""
+
+    event: torch.Tensor           # (N + 1, d) summed code embeddings + location embedding of the item's place
+    gate: torch.Tensor | None     # (N + 1, d) the gate's first layer on the item half, with its bias
+    geo: torch.Tensor | None      # (N + 1, nh * dim) the geo bias's projection of the item's context vector
+
+
 class OneLoc(nn.Module):
     def __init__(self, cfg: ModelConfig, codebook_sizes: list[int], item_codes: np.ndarray | torch.Tensor):
         super().__init__()
@@ -72,20 +82,51 @@ class OneLoc(nn.Module):
         self.transitions = CandidateTokens(d, 3) if cfg.transitions else None
         self.nearby = CandidateTokens(d, 3) if cfg.nearby else None
         self.nearby_bias = 0.0        # inference only: > 0 favours nearby new places in the pointer, < 0 history
+        self.item_inputs: ItemInputs | None = None    # inference only: per-item inputs (``compute_item_inputs``)
 
     @property
     def num_levels(self) -> int:
         return len(self.codebook_sizes)
 
+    @torch.no_grad()
+    def compute_item_inputs(self, lat, lng, ctx) -> ItemInputs:
+        """The per-item inputs (``ItemInputs``) of the places of a catalog: lat, lng (N,), ctx (N, C) of items
+        1..N (the tokenizer's, as ``make_batch`` reads them). On a float32 model (cast the rows after)."""
+        dev = self.mem_token.device
+        lat, lng = torch.as_tensor(lat, dtype=torch.float32), torch.as_tensor(lng, dtype=torch.float32)
+        latlng = torch.cat([torch.zeros(1, 2), torch.stack([lat, lng], 1)]).to(dev)              # (N + 1, 2)
+        ctx = torch.as_tensor(ctx, dtype=torch.float32)
+        ctx = torch.cat([ctx.new_zeros(1, ctx.size(1)), ctx]).to(dev)                              # (N + 1, C)
+        if latlng.size(0) != self.item_codes.size(0):
+            raise ValueError(f"{latlng.size(0) - 1} places for a model of {self.item_codes.size(0) - 1} items")
+        items = self.codes(self.item_codes).sum(-2)                                                # (N + 1, d)
+        event = items + self.loc(latlng)
+        gate = geo = None
+        if self.gate is not None:
+            first = self.gate.mlp[0]
+            gate = F.linear(items, first.weight[:, items.size(1):], first.bias)
+        if self.geo_bias is not None:
+            geo = self.geo_bias.proj(ctx)
+        return ItemInputs(event, gate, geo)
+
     def encode(self, batch: dict) -> Memory:
-        """-> the Memory of the batch, M = 1 + T (+ P with the prompt) (+ S transition, S' nearby candidates)."""
-        event_codes = self.item_codes[batch["hist_items"]]                        # (B, T, L)
-        items = self.codes(event_codes).sum(-2)                                   # (B, T, d)
+        """-> the Memory of the batch, M = 1 + T (+ P with the prompt) (+ S transition, S' nearby candidates).
+        With ``item_inputs`` set (an inference copy, ``beam_search.serving_copy``) the per-item parts of the
+        input layer are gathered from it instead of computed per event (the same values)."""
+        hist = batch["hist_items"]
+        event_codes = self.item_codes[hist]                                       # (B, T, L)
         mask = batch["hist_mask"]                                                 # (B, T)
-        x = self.drop(items + self.loc(batch["hist_loc"]) + self.event(batch["hist_how"], batch["hist_gap"]))
         user = self.loc(batch["user_loc"])                                        # (B, d)
-        bias = self.geo_bias(batch["hist_ctx"]) if self.geo_bias is not None else None
-        gate = self.gate(user, items) if self.gate is not None else None          # (B, T) in (0, 2)
+        pre = self.item_inputs
+        if pre is None:
+            items = self.codes(event_codes).sum(-2)                               # (B, T, d)
+            x = self.drop(items + self.loc(batch["hist_loc"]) + self.event(batch["hist_how"], batch["hist_gap"]))
+            bias = self.geo_bias(batch["hist_ctx"]) if self.geo_bias is not None else None
+            gate = self.gate(user, items) if self.gate is not None else None      # (B, T) in (0, 2)
+        else:
+            x = self.drop(pre.event[hist] + self.event(batch["hist_how"], batch["hist_gap"]))
+            bias = self.geo_bias.scores(pre.geo[hist]) if self.geo_bias is not None else None
+            gate = self.gate.from_items(user, pre.gate[hist]) if self.gate is not None else None
         h = self.encoder(x, mask, bias, gate)                                     # (B, T, d)
         B = h.size(0)
         parts, masks = [self.mem_token.expand(B, 1, -1).to(h.dtype), h], [mask.new_ones(B, 1), mask]

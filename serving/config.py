@@ -43,8 +43,8 @@ class ServeConfig(Section):
                                         "more while another is in flight (0 = never: batches form from the queue)")
     access_log: bool = Field(default=False, description="Serve's per-request access log lines (CPU per request)")
     beam: int = Field(default=12, description="beam width (at least the batch's largest k); 0 = 2 * that k. 12 for "
-                      "k = 10 was chosen on NYC validation: metrics equal to beam 20's, 1.25x cheaper "
-                      "(docs/results/model/request-path.md)")
+                      "k = 10 was chosen on NYC validation: metrics equal to beam 20's, 1.25x cheaper; 10 lost "
+                      "Acc@10 on the nearby model (docs/results/model/request-path.md)")
     bf16: Literal["auto"] | bool = Field(
         default="auto", description="decode in bfloat16 (model/beam_search.beam_search_bf16 on a bfloat16 copy "
                                     "of the weights): auto = on a GPU, or a CPU with AMX (with beam 12 ~1.9x "

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from oneloc.model.batch import make_batch
-from oneloc.model.beam_search import beam_search, beam_search_bf16, bf16_weights
+from oneloc.model.beam_search import beam_search, beam_search_bf16, serving_copy
 from oneloc.model.checkpoint import CheckpointError, load_checkpoint
 from oneloc.model.geo import CatalogContext, haversine_km
 from oneloc.model.new_places import with_item_codes
@@ -66,7 +66,7 @@ class Recommender:
         self.tok = tok = served.tok
         model = with_item_codes(model, tok) if tok.num_items + 1 != model.item_codes.size(0) else model
         self.bf16 = use_bf16(cfg.serve.bf16, device)
-        self.model = bf16_weights(model) if self.bf16 else model
+        self.model = serving_copy(model, tok, self.bf16)          # per-item input rows for the served places
         self.model.nearby_bias = float(cfg.serve.nearby_bias)           # used only by a model with nearby candidates
         self._decode = beam_search_bf16 if self.bf16 else beam_search
         self.context = _context(tok, context_source, index)
