@@ -195,7 +195,7 @@ class BatchWriter:
         """Every table this writer commits to."""
         out = [s.uri for s in self.sinks.values()]
         if self.shards is not None:
-            out += [self.shards.samples.uri, self.shards.state.uri]
+            out += self.shards.uris()
         return out
 
     def maintain(self) -> dict[str, dict]:
