@@ -34,9 +34,9 @@ history item and each sample carries the (topic, partition, offset) of the event
 history items are committed first, the samples second, the state last. On restart the builder is
 restored from its state and fed every event from the lowest of the three tables' offsets; what
 events below a table's own offsets made is already there and is dropped (an item's ``seq`` comes
-from the restored state, so a re-fed event makes the same item). Events older than the builder's clock (late across batches) are
-skipped and counted: the split protocol needs time order. A flush is a commit of its own in both
-tables, numbered by a Delta application transaction ("<group>:flush:0" = flushes done): a flush
+from the restored state, so a re-fed event makes the same item). Events older than the builder's
+clock (late across batches) are skipped and counted: the split protocol needs time order. A flush
+(no history items) is a commit of its own in the samples and state tables, numbered by a Delta application transaction ("<group>:flush:0" = flushes done): a flush
 whose samples are committed but whose state is not is not written twice.
 """
 
@@ -235,24 +235,26 @@ class StateLog:
         uri = self.sink.uri
         if "kind" not in t.column_names:
             raise ConfigError(f"{uri} holds a one-row sample state (the whole builder pickled, before the per-user "
-                              "state): delete the samples and sample_state tables and run `oneloc ingest` again "
-                              "to rebuild them")
+                              "state): delete the samples, sample_history and sample_state tables and run `oneloc "
+                              "ingest` again to rebuild them")
         self.rows = t.num_rows
         kind = t["kind"]
         metas = t.filter(pc.equal(kind, "meta"))
         meta = pickle.loads(metas["state"][int(np.argmax(metas["seq"].to_numpy()))].as_py())
         if meta["format"] != STATE_FORMAT:
             raise ConfigError(f"{uri} holds a sample state of format {meta['format']} (this version reads "
-                              f"{STATE_FORMAT}): delete the samples and sample_state tables to rebuild them")
+                              f"{STATE_FORMAT}): delete the samples, sample_history and sample_state tables to "
+                              "rebuild them")
         if tuple(meta["cutoffs"]) != (split.train_end_ms, split.val_end_ms):
             raise ConfigError(f"{uri} was built with another split (shards.policy / cutoffs) than the configured "
-                              "one: delete the samples and sample_state tables to rebuild them under it")
+                              "one: delete the samples, sample_history and sample_state tables to rebuild them "
+                              "under it")
         b = self.builder
         b._now, b._split, self.seq = meta["now"], meta["split"], meta["seq"] + 1
         ids = t.filter(pc.equal(kind, "id")).sort_by("code")
         if not np.array_equal(ids["code"].to_numpy(), np.arange(ids.num_rows)):
-            raise ConfigError(f"{uri}: the id codes of the sample state are not 0..n-1: delete the samples and "
-                              "sample_state tables to rebuild them")
+            raise ConfigError(f"{uri}: the id codes of the sample state are not 0..n-1: delete the samples, "
+                              "sample_history and sample_state tables to rebuild them")
         self.ids = IdCodes(ids["id"].to_pylist())
         b.train_pois = set(t.filter(pc.equal(kind, "poi"))["code"].to_pylist())
         users = t.filter(pc.equal(kind, "user")).sort_by([("code", "ascending"), ("seq", "ascending")])

@@ -15,9 +15,9 @@ from deltalake import DeltaTable
 
 from oneloc.infra.topics import topic_name
 from oneloc.ray_jobs.ingest import ingest
-from oneloc.streaming.sample_reader import read_samples
 from oneloc.streaming.producer import EventProducer
 from oneloc.streaming.replay import replay
+from oneloc.streaming.sample_reader import read_samples
 
 pytestmark = pytest.mark.integration
 

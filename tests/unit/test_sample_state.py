@@ -143,7 +143,8 @@ def test_an_old_layout_samples_table_is_refused(tmp_path):
     ``hist_end``): neither the ingest's writer nor the readers take it; they say what to do."""
     cfg = load_config(overrides=[f"storage.root={tmp_path}"])
     old = pa.table({"user_id": ["u1"], "split": ["train"], "target_poi": ["p2"], "target_ts": [2],
-                    "hist_poi": pa.array([["p1"]], pa.list_(pa.string())), "hist_ts": pa.array([[1]], pa.list_(pa.int64())),
+                    "hist_poi": pa.array([["p1"]], pa.list_(pa.string())),
+                    "hist_ts": pa.array([[1]], pa.list_(pa.int64())),
                     "n_in_traj": [1], "topic": ["orders"], "partition": pa.array([0], pa.int32()), "offset": [1]})
     write_deltalake(cfg.storage.table(SAMPLES), old, partition_by=["split"])
     with pytest.raises(ConfigError, match="earlier layout.*delete the samples and sample_state tables"):
