@@ -45,8 +45,8 @@ class TrainData:
     observed: dict = field(default_factory=dict)  # poi_id -> mean observed Order.amount (Delta only)
     delta_uri: str = ""          # the samples table when the source is Delta (Ray Data reads it)
     delta_version: int = -1
-    histories: object = None     # its history streams (streaming/sample_reader.Histories), Delta only
     train_end_ms: int = NEVER_MS  # Ray Data's filter on the Delta table: training targets before this
+    histories: object = None     # its history streams (streaming/sample_reader.Histories), Delta only
 
     def item_spend(self, tok) -> np.ndarray:
         return item_spend(tok, self.catalog, self.observed)
