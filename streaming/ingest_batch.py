@@ -8,7 +8,7 @@ Tables (at ``cfg.storage.table(name)``), each exactly-once on its own (see delta
   dead_letters   raw bytes + topic, partition, offset, reason, failed_at (also sent to the topic)
   neighbor_index decayed order counts per POI and cell (one version per batch: the buckets of the
                  POIs the batch touched, streaming/index_sink.py)
-  samples, sample_state   training shards (streaming/shards.py)
+  sample_history, samples, sample_state   training shards (streaming/shards.py)
 Commit order: catalog, events, dead letters, index, shards (the samples are built in a thread
 meanwhile). A crash anywhere leaves each table at a batch boundary; the restart re-reads from the
 lowest table and each table skips what it has.

@@ -5,7 +5,7 @@ emits to the Delta table "samples" (partitioned by split) with their histories b
 (``hist_end``, ``hist_len``: streaming/sample_reader.py rebuilds the lists for every reader), and
 the builder's state is persisted in the Delta table "sample_state", so a restart continues where
 the last batch ended. Each history item is written once, not once per sample that holds it (up to
-``history_len`` times: 6M list items for the NYC replay's samples instead of its 0.3M check-ins).
+``history_len`` times: 6M list items for the NYC replay's samples instead of its 0.15M check-ins).
 
 The state table holds the builder per key, appended only for what a batch changed (``StateLog``):
 one "user" row per user the batch touched (their history window, last event, open val/test
@@ -36,8 +36,9 @@ restored from its state and fed every event from the lowest of the three tables'
 events below a table's own offsets made is already there and is dropped (an item's ``seq`` comes
 from the restored state, so a re-fed event makes the same item). Events older than the builder's
 clock (late across batches) are skipped and counted: the split protocol needs time order. A flush
-(no history items) is a commit of its own in the samples and state tables, numbered by a Delta application transaction ("<group>:flush:0" = flushes done): a flush
-whose samples are committed but whose state is not is not written twice.
+(no history items) is a commit of its own in the samples and state tables, numbered by a Delta
+application transaction ("<group>:flush:0" = flushes done): a flush whose samples are committed but
+whose state is not is not written twice.
 """
 
 from __future__ import annotations
