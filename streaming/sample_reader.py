@@ -78,8 +78,9 @@ class Histories:
     def rebuild(self, samples: pa.Table) -> pa.Table:
         """``samples`` (with ``user_id``, ``hist_end``, ``hist_len``) with ``hist_poi`` (strings, as
         the stream's ids) and ``hist_ts`` (int64) lists inserted before ``n_in_traj``, same rows and order."""
-        n = samples.num_rows
-        code = pc.index_in(samples["user_id"], value_set=self.users).to_numpy(zero_copy_only=False)
+        n, user = samples.num_rows, samples["user_id"]
+        users = self.users if user.type == self.users.type else self.users.cast(user.type)  # e.g. large_string
+        code = pc.index_in(user, value_set=users).to_numpy(zero_copy_only=False)
         code = np.nan_to_num(code.astype(np.float64), nan=-1).astype(np.int64) if n else np.zeros(0, np.int64)
         end, ln = samples["hist_end"].to_numpy().astype(np.int64), samples["hist_len"].to_numpy().astype(np.int64)
         have = np.where(code >= 0, self.count[np.maximum(code, 0)], 0)
