@@ -1,4 +1,5 @@
-"""Write the Delta "samples" table from the bundled check-ins through the ingest job's own shard writer
+"""Write the Delta "samples" table (and its "sample_history": the samples reference their histories,
+streaming/sample_reader.py) from the bundled check-ins through the ingest job's own shard writer
 (streaming/shards.py ShardWriter: SampleBuilder, exactly-once commits, a final flush), without Kafka: for a
 machine with no broker (the GPU machine), so that `oneloc train --source delta` reads the Delta path.
 
@@ -34,6 +35,7 @@ def write_samples(cfg, batch: int = 50_000) -> dict:
         n += writer.apply(part, {("orders", 0): i + part.num_rows})
     n += writer.flush()
     return {"table": cfg.storage.table("samples"), "events": len(c), "samples": n,
+            "history_items": writer.history.table().to_pyarrow_dataset().count_rows(),
             "version": writer.samples.table().version(), "seconds": round(time.perf_counter() - t0, 1)}
 
 

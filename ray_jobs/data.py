@@ -46,6 +46,7 @@ class TrainData:
     delta_uri: str = ""          # the samples table when the source is Delta (Ray Data reads it)
     delta_version: int = -1
     train_end_ms: int = NEVER_MS  # Ray Data's filter on the Delta table: training targets before this
+    histories: object = None     # its history streams (streaming/sample_reader.Histories), Delta only
 
     def item_spend(self, tok) -> np.ndarray:
         return item_spend(tok, self.catalog, self.observed)
@@ -188,14 +189,6 @@ def _delta_version(cfg) -> tuple[str, int]:
     return uri, (dt.version() if dt is not None else -1)
 
 
-def read_delta_split(uri: str, version: int, split: str, storage_options: dict | None = None) -> pd.DataFrame:
-    """One split of the Delta samples table as pandas (the driver's small reads: validation)."""
-    from deltalake import DeltaTable
-
-    dt = DeltaTable(uri, version=version, storage_options=storage_options or None)
-    return dt.to_pandas(filters=[("split", "=", split)])
-
-
 def _dataset_samples(cfg, *splits: str) -> list[pd.DataFrame]:
     """Splits of the offline dataset's samples (streaming/dataset.py ``dataset_samples``)."""
     from oneloc.streaming.dataset import dataset_samples
@@ -236,16 +229,17 @@ def prepare(cfg, source: str | None = None) -> TrainData:
         if version < 0:
             raise ConfigError(f"train.source={source} but there is no samples table at {uri}: produce events "
                               "and run `oneloc ingest`, or train on the offline dataset with train.source=dataset")
+        from oneloc.streaming.sample_reader import HISTORY, Histories, open_samples, read_frame
+
         so = cfg.storage.storage_options
+        dt = open_samples(uri, so, version)
+        hist = Histories.read(cfg.storage.table(HISTORY), so)   # after the samples' version: holds their items
         catalog = read_catalog(cfg)          # read after the samples' version: it holds all their POIs
         tag = f"delta:{uri}@{version};pois@{catalog.version}"
         if cfg.shards.policy == "rolling":
-            from deltalake import DeltaTable
-
-            train, val, train_end = rolling_split(
-                DeltaTable(uri, version=version, storage_options=so or None).to_pandas(), cfg.shards)
+            train, val, train_end = rolling_split(read_frame(dt, hist), cfg.shards)
         else:
-            (train, val), train_end = (read_delta_split(uri, version, s, so) for s in ("train", "val")), NEVER_MS
+            (train, val), train_end = (read_frame(dt, hist, s) for s in ("train", "val")), NEVER_MS
         if cfg.train.val_source == "dataset":    # explicit: the NYC benchmark's validation split
             from oneloc.streaming.dataset import as_stream_ids
 
@@ -254,7 +248,8 @@ def prepare(cfg, source: str | None = None) -> TrainData:
             raise ConfigError(f"no validation samples in {uri}@{version} (shards.policy={cfg.shards.policy}): the "
                               "stream does not reach past the validation window yet (train.val_source=dataset "
                               "validates on the offline dataset's split instead)")
-        data = TrainData(train, val, tag, catalog, observed_spend(cfg, catalog.unpriced()), uri, version, train_end)
+        data = TrainData(train, val, tag, catalog, observed_spend(cfg, catalog.unpriced()), uri, version, train_end,
+                         hist)
     if cfg.train.min_n_in_traj:
         data.train = data.train[data.train["n_in_traj"] >= cfg.train.min_n_in_traj].reset_index(drop=True)
     log.info("samples: %d train, %d val (%s)", len(data.train), len(data.val), data.data_version)

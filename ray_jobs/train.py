@@ -101,7 +101,9 @@ def train_dataset(cfg, data, seed: int):
             ds = ds.filter(expr=f"target_ts < {int(data.train_end_ms)}")
         elif "split" in ds.schema().names:
             ds = ds.filter(expr="split == 'train'")
-        return ds.randomize_block_order(seed=seed)
+        from oneloc.streaming.sample_reader import ray_rebuild
+
+        return ray_rebuild(ds, data.histories).randomize_block_order(seed=seed)
     cols = ["target_poi", "target_ts", "last_lat", "last_lng", "hist_poi", "hist_ts"]
     df = data.train[cols].sample(frac=1.0, random_state=seed).reset_index(drop=True)
     ids = pa.string() if pd.api.types.is_string_dtype(df["target_poi"]) else pa.int64()   # stream ids, or dataset ints

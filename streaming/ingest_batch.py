@@ -8,7 +8,7 @@ Tables (at ``cfg.storage.table(name)``), each exactly-once on its own (see delta
   dead_letters   raw bytes + topic, partition, offset, reason, failed_at (also sent to the topic)
   neighbor_index decayed order counts per POI and cell (one version per batch: the buckets of the
                  POIs the batch touched, streaming/index_sink.py)
-  samples, sample_state   training shards (streaming/shards.py)
+  sample_history, samples, sample_state   training shards (streaming/shards.py)
 Commit order: catalog, events, dead letters, index, shards (the samples are built in a thread
 meanwhile). A crash anywhere leaves each table at a batch boundary; the restart re-reads from the
 lowest table and each table skips what it has.
@@ -195,7 +195,7 @@ class BatchWriter:
         """Every table this writer commits to."""
         out = [s.uri for s in self.sinks.values()]
         if self.shards is not None:
-            out += [self.shards.samples.uri, self.shards.state.uri]
+            out += self.shards.uris()
         return out
 
     def maintain(self) -> dict[str, dict]:

@@ -20,6 +20,9 @@ Samples (one row each; columns ``COLUMNS``):
 - train: every training check-in of a user except their very first (so next-step prediction at every
   position of every training trajectory, ``n_in_traj >= 1``, plus trajectory starts with
   ``n_in_traj == 0`` whose history is earlier trajectories; filter on ``n_in_traj`` to drop those).
+- ``hist_end``: where the history ends in the user's history stream (the check-ins that may appear in
+  a history, numbered 0, 1, ... per user in time order): the history is the stream's items
+  [hist_end - len, hist_end). The ingest job stores the streams once and the samples by reference.
 - val / test (GETNext exactly): trajectories of users without a training check-in are dropped,
   check-ins at POIs unseen in training deleted, trajectories left with fewer than 3 check-ins dropped;
   one sample per kept trajectory: its last check-in is the target, check-ins 1..n-1 are in the history.
@@ -46,10 +49,15 @@ from oneloc.streaming.config import ShardsConfig
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["user_id", "split", "target_poi", "target_ts", "last_lat", "last_lng", "last_ts",
-           "hist_poi", "hist_ts", "n_in_traj"]
+           "hist_poi", "hist_ts", "n_in_traj", "hist_end"]
 SAMPLE_TYPES = {"user_id": pa.int64(), "split": pa.string(), "target_poi": pa.int64(), "target_ts": pa.int64(),
                 "last_lat": pa.float64(), "last_lng": pa.float64(), "last_ts": pa.int64(),
-                "hist_poi": pa.list_(pa.int64()), "hist_ts": pa.list_(pa.int64()), "n_in_traj": pa.int64()}
+                "hist_poi": pa.list_(pa.int64()), "hist_ts": pa.list_(pa.int64()), "n_in_traj": pa.int64(),
+                "hist_end": pa.int64()}
+# a sample by reference (``extend(..., lists=False)``): no history lists, their length instead; the
+# history is the items [hist_end - hist_len, hist_end) of the user's history stream (sample_reader.py)
+REF_COLUMNS = [c for c in COLUMNS if c not in ("hist_poi", "hist_ts")] + ["hist_len"]
+REF_TYPES = {c: SAMPLE_TYPES.get(c, pa.int64()) for c in REF_COLUMNS}
 MIN_EVAL_LEN = 3
 
 
@@ -94,6 +102,29 @@ def _order(samples: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="_k").reset_index(drop=True)
 
 
+def _streams(user, poi, sp) -> tuple[np.ndarray, np.ndarray]:
+    """The history streams of (user, time)-sorted check-ins: (whether each row is in its user's stream:
+    a check-in that may appear in a history, i.e. train or at a training POI; per stream item (the
+    rows in the stream, in order), the stream position of its user's first item)."""
+    in_stream = (sp == 0) | np.isin(poi, np.unique(poi[sp == 0]))
+    s_user = user[in_stream]
+    first = np.ones(len(s_user), dtype=bool)
+    first[1:] = s_user[1:] != s_user[:-1]
+    return in_stream, np.maximum.accumulate(np.where(first, np.arange(len(s_user)), 0))
+
+
+def history_streams(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFrame:
+    """Every user's history stream of a check-in table, as the ingest job's "sample_history" table
+    holds it: columns user_id, seq (0, 1, ... per user), poi_id, ts_ms, lat, lng; by (user, seq). The
+    history of a sample of ``build_samples`` is its user's items [hist_end - len, hist_end)."""
+    df = _by_user(checkins)
+    user, poi = df["user_id"].to_numpy(), df["poi_id"].to_numpy()
+    in_stream, s_start = _streams(user, poi, split_code(df["ts_ms"].to_numpy(), cfg))
+    out = df.loc[in_stream, ["user_id", "poi_id", "ts_ms", "lat", "lng"]].reset_index(drop=True)
+    out.insert(1, "seq", np.arange(len(out)) - s_start)
+    return out
+
+
 def build_samples(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFrame:
     """All train, val and test samples of a check-in table (columns user_id, poi_id, lat, lng, ts_ms,
     seq), in canonical order. ``hist_poi`` / ``hist_ts`` are int64 arrays, oldest first."""
@@ -101,15 +132,10 @@ def build_samples(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFrame:
     user, poi, ts = df["user_id"].to_numpy(), df["poi_id"].to_numpy(), df["ts_ms"].to_numpy()
     lat, lng = df["lat"].to_numpy(), df["lng"].to_numpy()
     sp, traj = split_code(ts, cfg), trajectory_ids(df, cfg)
-    train_pois, train_users = np.unique(poi[sp == 0]), np.unique(user[sp == 0])
-    # the history stream: check-ins that may appear in a history (train, or at a training POI)
-    in_stream = (sp == 0) | np.isin(poi, train_pois)
+    train_users = np.unique(user[sp == 0])
+    in_stream, s_start = _streams(user, poi, sp)
     spos = np.cumsum(in_stream) - 1                           # row -> position in the stream
     s_idx = np.flatnonzero(in_stream)                         # stream position -> row
-    s_user = user[s_idx]
-    first = np.ones(len(s_idx), dtype=bool)
-    first[1:] = s_user[1:] != s_user[:-1]
-    s_start = np.maximum.accumulate(np.where(first, np.arange(len(s_idx)), 0))  # stream pos -> user's start
 
     # targets: train rows after the user's first check-in; the last kept check-in of each val/test
     # trajectory of a training user that still has >= MIN_EVAL_LEN kept check-ins
@@ -130,7 +156,8 @@ def build_samples(checkins: pd.DataFrame, cfg: ShardsConfig) -> pd.DataFrame:
         h = s_idx[a:p]                                        # history rows, oldest first
         last = h[-1]
         rows.append((user[r], SPLITS[sp[r]], poi[r], ts[r], lat[last], lng[last], ts[last],
-                     poi[h].astype(np.int64), ts[h].astype(np.int64), int(np.sum(traj[h] == traj[r]))))
+                     poi[h].astype(np.int64), ts[h].astype(np.int64), int(np.sum(traj[h] == traj[r])),
+                     int(p - s_start[p])))
     return _order(pd.DataFrame(rows, columns=COLUMNS))
 
 
@@ -150,6 +177,7 @@ class SampleBuilder:
         self._hist: dict = {}      # user -> deque of (poi, ts, lat, lng, traj)
         self._last: dict = {}      # user -> (ts, split code, traj number)
         self._open: dict = {}      # user -> [kept count, sample if the trajectory ended now]
+        self._n: dict = {}         # user -> items ever appended to their history stream
         self._now = -(2**63)
         self._due: list = []       # heap of (last event time + gap, user) of val/test events
         self._split = 0            # split of the last ``advance``
@@ -163,33 +191,38 @@ class SampleBuilder:
         Arrow columns at the end of the batch (``SampleBatch.table``), not one array per sample."""
         return SampleBatch(self)
 
-    def extend(self, user, poi, ts, lat, lng) -> tuple[pa.Table, np.ndarray]:
+    def extend(self, user, poi, ts, lat, lng, lists: bool = True) -> tuple[pa.Table, np.ndarray, tuple]:
         """The ingest job's form of ``advance`` + ``push`` over a whole batch of events in time order
         (numpy arrays: int64 user, poi, ts; float64 lat, lng): the samples they emit as a table of
-        ``COLUMNS`` in emission order, and per sample the index of the event that emitted it; the
-        builder ends in the same state as after the per-event calls. The batch's leading run of
+        ``COLUMNS`` in emission order (``REF_COLUMNS`` when not ``lists``: histories by reference, not
+        built), per sample the index of the event that emitted it, and the items the batch appended
+        to the users' history streams: (index of the event, its position in its user's stream), in
+        order; the builder ends in the same state as after the per-event calls. The batch's leading run of
         training events is done in bulk by ``_train_run`` (no per-event Python: the common case); the
         rest, if any, goes through ``SampleBatch`` event by event."""
         n = len(ts)
         c = 0
         if n and ts[0] >= self._now and not self._open and not self._due and self._split == 0:
             c = int(np.searchsorted(ts, self.cfg.train_end_ms))  # ts < train_end_ms: train
-        parts, events = [], []
+        parts, events, items = [], [], []
         if c:
-            made, ev = self._train_run(user[:c], poi[:c], ts[:c], lat[:c], lng[:c])
+            made, ev, it = self._train_run(user[:c], poi[:c], ts[:c], lat[:c], lng[:c], lists)
             parts.append(made)
             events.append(ev)
+            items.append(it)
         if c < n or not parts:
             batch = self.batch()
             for i, row in enumerate(zip(user[c:].tolist(), poi[c:].tolist(), ts[c:].tolist(), lat[c:].tolist(),
                                         lng[c:].tolist(), strict=True)):
                 batch.push(c + i, *row)
-            made, ev = batch.table()
+            made, ev = batch.table(lists)
             parts.append(made)
             events.append(ev)
-        return (pa.concat_tables(parts) if len(parts) > 1 else parts[0]), np.concatenate(events)
+            items.append(np.array(batch.items, np.int64).reshape(-1, 2).T)
+        it = np.concatenate(items, axis=1)
+        return (pa.concat_tables(parts) if len(parts) > 1 else parts[0]), np.concatenate(events), (it[0], it[1])
 
-    def _train_run(self, user, poi, ts, lat, lng) -> tuple[pa.Table, np.ndarray]:
+    def _train_run(self, user, poi, ts, lat, lng, lists: bool = True) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         """``extend`` for events that are all training events, in time order, none before the
         builder's clock (so no val/test trajectory is open and ``advance`` has nothing to do). Per
         user, the history stream is the builder's deque followed by the user's events of the run; an
@@ -204,12 +237,13 @@ class SampleBuilder:
         g_of = np.cumsum(first) - 1                            # sorted event -> its user's group
         g_user = su[g_start].tolist()
         # per user (Python, once per user): the deque so far, the last event time and trajectory
-        h0, prev_ts, prev_traj, last_traj, run0 = [], [], [], [], []
+        h0, n0, prev_ts, prev_traj, last_traj, run0 = [], [], [], [], [], []
         hist_items: list = []
         for u in g_user:
             hist = self._hist.get(u, ())
             prev = self._last.get(u)
             h0.append(len(hist))
+            n0.append(self._n.get(u, 0))
             prev_ts.append(prev[0] if prev else None)
             prev_traj.append(prev[2] if prev else -1)
             t = hist[-1][4] if hist else -2                    # -2: no item before (no trajectory matches)
@@ -219,7 +253,7 @@ class SampleBuilder:
             last_traj.append(t)
             run0.append(k)
             hist_items.extend(hist)
-        h0 = np.array(h0, dtype=np.int64)
+        h0, n0 = np.array(h0, dtype=np.int64), np.array(n0, dtype=np.int64)
         # trajectories: a new one at a user's first event ever and after a gap > trajectory_gap_hours
         before = np.empty(len(sts), dtype=np.float64)
         before[1:] = sts[:-1]
@@ -262,8 +296,9 @@ class SampleBuilder:
         s_event = order[s_sorted]
         back = np.argsort(s_event, kind="stable")
         s_sorted, s_event = s_sorted[back], s_event[back]
+        shift = (n0 - h0)[g_of]                                # stream position of the deque's first item
         made = _window_samples(cols, base[g_of[s_sorted]], pos[s_sorted], user[s_event], poi[s_event],
-                              ts[s_event], n_in[s_sorted], L)
+                              ts[s_event], n_in[s_sorted], L, (shift + pos)[s_sorted], lists=lists)
         # builder state: as the per-event pushes leave it (the last L items of every stream)
         tr_items = np.empty(len(cols[0]), dtype=np.int64)
         tr_items[ev_slot] = traj
@@ -277,10 +312,13 @@ class SampleBuilder:
             tail = (c[a:b].tolist() for c in (*cols, tr_items))
             self._hist[u] = deque(zip(*tail, strict=True), maxlen=L)
             self._last[u] = (t_last, 0, tr_last)
+            self._n[u] = int(n0[gi] + ev_n[gi])
         self.train_pois.update(poi.tolist())
         self.train_users.update(g_user)
         self._now = int(ts[-1])
-        return made, s_event
+        seq = np.empty(len(su), dtype=np.int64)
+        seq[order] = shift + pos                               # every event is appended, at that position
+        return made, s_event, np.stack([np.arange(len(su)), seq])
 
     def _step(self, user_id, poi_id, ts_ms: int, lat: float, lng: float, lazy: SampleBatch | None) -> list:
         if ts_ms < self._now:
@@ -299,11 +337,12 @@ class SampleBuilder:
         hist = self._hist.get(user_id)
         if hist is None:
             hist = self._hist[user_id] = deque(maxlen=self.cfg.history_len)
-        ext = lazy.touch(user_id, hist) if lazy is not None else None
+        end = self._n.get(user_id, 0)                         # the stream position of this event's item
+        ext = lazy.touch(user_id, hist, end) if lazy is not None else None
         if sp == 0:
             if hist:
                 out.append(lazy.sample(user_id, poi_id, ts_ms, traj) if lazy is not None
-                           else self._sample(user_id, sp, poi_id, ts_ms, traj, hist))
+                           else self._sample(user_id, sp, poi_id, ts_ms, traj, hist, end))
             self.train_pois.add(poi_id)
             self.train_users.add(user_id)
         elif poi_id not in self.train_pois:
@@ -313,9 +352,10 @@ class SampleBuilder:
             o[0] += 1
             if o[0] >= MIN_EVAL_LEN:  # the trajectory's sample if it ended now (a later event replaces it)
                 o[1] = (lazy.sample(user_id, poi_id, ts_ms, traj, sp) if lazy is not None
-                        else self._sample(user_id, sp, poi_id, ts_ms, traj, hist))
+                        else self._sample(user_id, sp, poi_id, ts_ms, traj, hist, end))
         item = (poi_id, ts_ms, lat, lng, traj)
         hist.append(item)
+        self._n[user_id] = end + 1
         if ext is not None:
             lazy.append(user_id, ext, item)
         return out
@@ -338,8 +378,10 @@ class SampleBuilder:
                 out += self._close(u)
         return out
 
-    def __setstate__(self, state: dict) -> None:  # builders pickled before ``advance`` existed
+    def __setstate__(self, state: dict) -> None:  # builders pickled before ``advance`` / ``_n`` existed
         self.__dict__.update({"_due": [], "_split": 0, **state})
+        if "_n" not in state:  # the streams then started at the deques
+            self._n = {u: len(h) for u, h in self._hist.items()}
 
     def flush(self) -> list[dict]:
         """End of the stream: close every open val/test trajectory."""
@@ -353,13 +395,13 @@ class SampleBuilder:
         return [o[1]] if o is not None and o[0] >= MIN_EVAL_LEN else []
 
     @staticmethod
-    def _sample(user_id, sp: int, poi_id, ts_ms: int, traj: int, hist: deque) -> dict:
+    def _sample(user_id, sp: int, poi_id, ts_ms: int, traj: int, hist, end: int) -> dict:
         last = hist[-1]
         return {"user_id": user_id, "split": SPLITS[sp], "target_poi": poi_id, "target_ts": ts_ms,
                 "last_lat": last[2], "last_lng": last[3], "last_ts": last[1],
                 "hist_poi": np.array([h[0] for h in hist], dtype=np.int64),
                 "hist_ts": np.array([h[1] for h in hist], dtype=np.int64),
-                "n_in_traj": sum(1 for h in hist if h[4] == traj)}
+                "n_in_traj": sum(1 for h in hist if h[4] == traj), "hist_end": end}
 
 
 class SampleBatch:
@@ -378,13 +420,17 @@ class SampleBatch:
         self.b = builder
         self.ext: dict = {}       # user -> list of history items (poi, ts, lat, lng, traj)
         self.run: dict = {}       # user -> (traj of the stream's last item, where that trajectory starts)
-        self.lazy: list = []      # (user, target poi, target ts, stream position, n_in_traj)
+        self.shift: dict = {}     # user -> position of ext[user][0] in the user's whole history stream
+        self.lazy: list = []      # (user, target poi, target ts, stream position, n_in_traj, split, traj)
         self.emitted: list = []   # (event index, a sample dict or the index of a lazy sample)
+        self.items: list = []     # (event index, position in the user's whole stream) of each appended item
+        self._i = -1              # the event being pushed
 
-    def touch(self, user, hist: deque) -> list:
+    def touch(self, user, hist: deque, end: int) -> list:
         ext = self.ext.get(user)
         if ext is None:
             ext = self.ext[user] = list(hist)
+            self.shift[user] = end - len(ext)
             if ext:
                 t, k = ext[-1][4], len(ext)
                 while k and ext[k - 1][4] == t:
@@ -397,6 +443,7 @@ class SampleBatch:
     def append(self, user, ext: list, item: tuple) -> None:
         if self.run[user][0] != item[4]:
             self.run[user] = (item[4], len(ext))
+        self.items.append((self._i, self.shift[user] + len(ext)))
         ext.append(item)
 
     def sample(self, user, poi, ts: int, traj: int, sp: int = 0) -> int:
@@ -409,21 +456,23 @@ class SampleBatch:
 
     def push(self, i: int, user_id, poi_id, ts_ms: int, lat: float, lng: float) -> None:
         """Event ``i`` of the batch: ``advance`` to its time, then ``push`` it."""
-        b = self.b
+        b, self._i = self.b, i
         for s in b.advance(ts_ms):
             self.emitted.append((i, s))
         for s in b._step(user_id, poi_id, ts_ms, lat, lng, self):
             self.emitted.append((i, s))
 
-    def table(self) -> tuple[pa.Table, np.ndarray]:
+    def table(self, lists: bool = True) -> tuple[pa.Table, np.ndarray]:
         """(the samples of the batch as a table of ``COLUMNS`` with ``SAMPLE_TYPES``, in emission
-        order; per sample the index of the event that emitted it). Ends the batch: the val/test
-        samples of trajectories still open become dicts in the builder's state, as ``push`` makes."""
+        order (``REF_COLUMNS`` when not ``lists``); per sample the index of the event that emitted
+        it). Ends the batch: the val/test samples of trajectories still open become dicts in the
+        builder's state, as ``push`` makes."""
         L = self.b.cfg.history_len
         for o in self.b._open.values():
             if isinstance(o[1], int):
                 user, poi, ts, p, _, sp, traj = self.lazy[o[1]]
-                o[1] = SampleBuilder._sample(user, sp, poi, ts, traj, self.ext[user][p - min(L, p):p])
+                o[1] = SampleBuilder._sample(user, sp, poi, ts, traj, self.ext[user][p - min(L, p):p],
+                                             self.shift[user] + p)
         base, n_items = {}, 0
         for u, ext in self.ext.items():
             base[u] = n_items
@@ -438,9 +487,14 @@ class SampleBatch:
         user, target_poi, target_ts, pos, n_in_traj, sp = (
             np.fromiter(map(itemgetter(j), self.lazy), np.int64, m)[sel] for j in range(6))
         ub = np.fromiter(map(base.__getitem__, map(itemgetter(0), self.lazy)), np.int64, m)[sel]
-        lazy_t = _window_samples(cols, ub, pos, user, target_poi, target_ts, n_in_traj, L, sp)
+        end = np.fromiter(map(self.shift.__getitem__, map(itemgetter(0), self.lazy)), np.int64, m)[sel] + pos
+        lazy_t = _window_samples(cols, ub, pos, user, target_poi, target_ts, n_in_traj, L, end, sp, lists)
         dicts = [s for _, s in self.emitted if isinstance(s, dict)]
-        eager_t = pa.table({c: pa.array([r[c] for r in dicts], SAMPLE_TYPES[c]) for c in COLUMNS})
+        if lists:
+            eager_t = pa.table({c: pa.array([r[c] for r in dicts], SAMPLE_TYPES[c]) for c in COLUMNS})
+        else:
+            dicts = [r | {"hist_len": len(r["hist_poi"])} for r in dicts]
+            eager_t = pa.table({c: pa.array([r[c] for r in dicts], REF_TYPES[c]) for c in REF_COLUMNS})
         # emission order: the recorded ones come first in ``lazy_t``, dicts after them, in order
         k = np.empty(len(ks), dtype=np.int64)
         is_d = ks < 0
@@ -454,14 +508,26 @@ class SampleBatch:
 
 
 def _window_samples(items: list[np.ndarray], ub, pos, user, target_poi, target_ts, n_in_traj, L: int,
-                    split: np.ndarray | None = None) -> pa.Table:
+                    end: np.ndarray, split: np.ndarray | None = None, lists: bool = True) -> pa.Table:
     """Samples as a table of ``COLUMNS``: ``items`` = the history streams' poi, ts, lat, lng (all
     users' streams one after another); sample i's user stream starts at ``ub[i]`` and its target is
-    at stream position ``pos[i]`` (> 0): history = the stream's items [pos - min(L, pos), pos).
-    ``split``: split codes (default: all train)."""
+    at stream position ``pos[i]`` (> 0): history = the stream's items [pos - min(L, pos), pos);
+    ``end``: ``hist_end`` (pos in the user's whole stream). ``split``: split codes (default: all
+    train). Not ``lists``: ``REF_COLUMNS`` (the lengths, not the histories)."""
     poi, ts, lat, lng = items
     m = len(pos)
     ln = np.minimum(pos, L)
+    last = ub + pos - 1
+    cols = {
+        "user_id": user,
+        "split": (pa.repeat(pa.scalar(SPLITS[0]), m) if split is None or not split.any()
+                  else pa.array(np.array(SPLITS, dtype=object)[split], pa.string())),
+        "target_poi": target_poi, "target_ts": target_ts,
+        "last_lat": lat[last], "last_lng": lng[last], "last_ts": ts[last]}
+    if not lists:
+        cols |= {"n_in_traj": n_in_traj, "hist_end": end, "hist_len": ln}
+        return pa.table({c: pa.array(v, REF_TYPES[c]) if isinstance(v, np.ndarray) else v.cast(REF_TYPES[c])
+                         for c, v in cols.items()})
     start = ub + pos - ln
     offsets = np.zeros(m + 1, dtype=np.int32)
     np.cumsum(ln, out=offsets[1:])
@@ -469,17 +535,10 @@ def _window_samples(items: list[np.ndarray], ub, pos, user, target_poi, target_t
     # and fresh memory is what these gathers mostly pay for)
     idx = np.repeat((start - offsets[:-1]).astype(np.int32), ln)
     idx += np.arange(offsets[-1], dtype=np.int32)
-    last = ub + pos - 1
     off32 = pa.array(offsets)
-    cols = {
-        "user_id": user,
-        "split": (pa.repeat(pa.scalar(SPLITS[0]), m) if split is None or not split.any()
-                  else pa.array(np.array(SPLITS, dtype=object)[split], pa.string())),
-        "target_poi": target_poi, "target_ts": target_ts,
-        "last_lat": lat[last], "last_lng": lng[last], "last_ts": ts[last],
-        "hist_poi": pa.ListArray.from_arrays(off32, pa.array(poi[idx])),
-        "hist_ts": pa.ListArray.from_arrays(off32, pa.array(ts[idx])),
-        "n_in_traj": n_in_traj}
+    cols |= {"hist_poi": pa.ListArray.from_arrays(off32, pa.array(poi[idx])),
+             "hist_ts": pa.ListArray.from_arrays(off32, pa.array(ts[idx])),
+             "n_in_traj": n_in_traj, "hist_end": end}
     return pa.table({c: pa.array(v, SAMPLE_TYPES[c]) if isinstance(v, np.ndarray) else v.cast(SAMPLE_TYPES[c])
                      for c, v in cols.items()})
 

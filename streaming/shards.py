@@ -1,7 +1,11 @@
 """Training shards built inside the ingest micro-batch: the check-ins (orders) of each batch go,
-in time order, through the protocol's ``SampleBuilder`` (streaming/samples.py); the samples it
-emits are appended to the Delta table "samples" (partitioned by split), and the builder's state
-is persisted in the Delta table "sample_state", so a restart continues where the last batch ended.
+in time order, through the protocol's ``SampleBuilder`` (streaming/samples.py); the items they add
+to the users' history streams are appended to the Delta table "sample_history", the samples it
+emits to the Delta table "samples" (partitioned by split) with their histories by reference
+(``hist_end``, ``hist_len``: streaming/sample_reader.py rebuilds the lists for every reader), and
+the builder's state is persisted in the Delta table "sample_state", so a restart continues where
+the last batch ended. Each history item is written once, not once per sample that holds it (up to
+``history_len`` times: 6M list items for the NYC replay's samples instead of its 0.15M check-ins).
 
 The state table holds the builder per key, appended only for what a batch changed (``StateLog``):
 one "user" row per user the batch touched (their history window, last event, open val/test
@@ -25,14 +29,16 @@ a val/test trajectory closes once the stream is more than the trajectory gap pas
 check-in (``SampleBuilder.advance``), not only when the user comes back. ``flush`` (end of a
 catch-up run, ``oneloc ingest --flush-shards``) closes every trajectory still open.
 
-Exactly-once across the two tables: both store the Kafka offsets they cover (delta_sink.py). Each
-sample carries the (topic, partition, offset) of the event that emitted it. The samples are
-committed first, the state second. On restart the builder is restored from its state and fed
-every event from the state's offsets; the samples of events below the samples table's offsets are
-already there and are dropped. Events older than the builder's clock (late across batches) are
-skipped and counted: the split protocol needs time order. A flush is a commit of its own in both
-tables, numbered by a Delta application transaction ("<group>:flush:0" = flushes done): a flush
-whose samples are committed but whose state is not is not written twice.
+Exactly-once across the three tables: each stores the Kafka offsets it covers (delta_sink.py). Each
+history item and each sample carries the (topic, partition, offset) of the event that made it. The
+history items are committed first, the samples second, the state last. On restart the builder is
+restored from its state and fed every event from the lowest of the three tables' offsets; what
+events below a table's own offsets made is already there and is dropped (an item's ``seq`` comes
+from the restored state, so a re-fed event makes the same item). Events older than the builder's
+clock (late across batches) are skipped and counted: the split protocol needs time order. A flush
+(no history items) is a commit of its own in the samples and state tables, numbered by a Delta
+application transaction ("<group>:flush:0" = flushes done): a flush whose samples are committed but
+whose state is not is not written twice.
 """
 
 from __future__ import annotations
@@ -47,18 +53,27 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, write_deltalake
 
 from oneloc.errors import ConfigError
-from oneloc.streaming.delta_sink import DeltaSink, app_id, commit_properties, keep_new, storage_errors
-from oneloc.streaming.samples import COLUMNS, SAMPLE_TYPES, SampleBuilder
+from oneloc.streaming.delta_sink import (
+    DeltaSink,
+    app_id,
+    commit_properties,
+    keep_new,
+    small_files,
+    storage_errors,
+)
+from oneloc.streaming.sample_reader import HISTORY, HISTORY_TYPES, SAMPLES, check_layout
+from oneloc.streaming.samples import REF_COLUMNS, REF_TYPES, SampleBuilder
 
-SAMPLES, STATE = "samples", "sample_state"
-# the samples table: the builder's columns with the stream's string ids, then the emitting event
-TABLE_TYPES = SAMPLE_TYPES | {"user_id": pa.string(), "target_poi": pa.string(), "hist_poi": pa.list_(pa.string())}
+STATE = "sample_state"
+# the samples table: the builder's columns by reference with the stream's string ids, then the emitting event
+TABLE_TYPES = REF_TYPES | {"user_id": pa.string(), "target_poi": pa.string()}
 LINEAGE_TYPES = {"topic": pa.string(), "partition": pa.int32(), "offset": pa.int64()}
 # the same as written: the ids dictionary-encoded over ``IdCodes.known()`` (the codes are the indices),
-# so neither the decode nor the writer's partitioning copies the strings (~6M history items for the
-# NYC replay); the table stores plain strings (Delta has no dictionary type) and reads back as TABLE_TYPES
+# so neither the decode nor the writer's partitioning copies the strings; the tables store plain
+# strings (Delta has no dictionary type) and read back as TABLE_TYPES / HISTORY_TYPES
 _IDS = pa.dictionary(pa.int64(), pa.string())
-WRITE_TYPES = TABLE_TYPES | {"user_id": _IDS, "target_poi": _IDS, "hist_poi": pa.list_(_IDS)}
+WRITE_TYPES = TABLE_TYPES | {"user_id": _IDS, "target_poi": _IDS}
+HISTORY_WRITE_TYPES = HISTORY_TYPES | {"user_id": _IDS, "poi_id": _IDS}
 FLUSH = ("flush", 0)  # the pseudo partition whose txn version counts flushes
 
 
@@ -66,21 +81,30 @@ class ShardWriter:
     def __init__(self, cfg, parts: list[tuple[str, int]]):
         so, self.group = cfg.storage.storage_options, cfg.ingest.consumer_group
         self.samples = DeltaSink(cfg.storage.table(SAMPLES), self.group, parts, so)
+        if (dt := self.samples.table()) is not None:
+            check_layout(dt.schema().to_arrow().names, self.samples.uri)
+        self.history = DeltaSink(cfg.storage.table(HISTORY), self.group, parts, so)
         self.state = DeltaSink(cfg.storage.table(STATE), self.group, parts, so)
         self.log = StateLog(cfg.shards.ingest_split(), self.state)
         self.builder, self.ids = self.log.builder, self.log.ids
         self.late = 0
 
     def starts(self) -> dict:
-        return {tp: min(self.samples.offsets[tp], self.state.offsets[tp]) for tp in self.state.offsets}
+        return {tp: min(self.history.offsets[tp], self.samples.offsets[tp], self.state.offsets[tp])
+                for tp in self.state.offsets}
+
+    def uris(self) -> list[str]:
+        """The tables this writer commits to."""
+        return [self.history.uri, self.samples.uri, self.state.uri]
 
     def apply(self, orders: pa.Table, offsets: dict) -> int:
         """Feed a batch's valid orders (flat decoded columns, ``lat``/``lng`` = the POI's) and commit;
         returns samples written."""
         return self.commit(self.prepare(orders), offsets)
 
-    def prepare(self, orders: pa.Table) -> pa.Table:
-        """Feed a batch's valid orders to the builder; the samples they complete (not committed)."""
+    def prepare(self, orders: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Feed a batch's valid orders to the builder; (the history items they add, the samples they
+        complete), not committed."""
         fresh = keep_new(orders, self.state.offsets)
         fresh = fresh.take(pc.sort_indices(fresh, [("event_time", "ascending"), ("user_id", "ascending"),
                                                    ("partition", "ascending"), ("offset", "ascending")]))
@@ -91,13 +115,23 @@ class ShardWriter:
         kept = fresh.take(pa.array(rows, pa.int64()))
         user, poi = (self.ids.encode(kept[c]) for c in ("user_id", "poi_id"))
         with self.log.watch(user, poi):
-            made, events = self.builder.extend(user, poi, ts[rows], *(kept[c].to_numpy() for c in ("lat", "lng")))
-        events = rows[events]
-        lineage = fresh.select(["topic", "partition", "offset"]).take(pa.array(events, pa.int64()))
-        return pa.Table.from_arrays(self.ids.decode(made).columns + lineage.columns, schema=_schema(WRITE_TYPES))
+            made, events, (item_ev, seq) = self.builder.extend(
+                user, poi, ts[rows], *(kept[c].to_numpy() for c in ("lat", "lng")), lists=False)
+        lineage = kept.select(["topic", "partition", "offset"])
+        known = self.ids.known()
+        items = pa.Table.from_arrays(
+            [pa.DictionaryArray.from_arrays(user[item_ev], known), pa.array(seq, pa.int64()),
+             pa.DictionaryArray.from_arrays(poi[item_ev], known), pa.array(ts[rows][item_ev], pa.int64()),
+             *lineage.take(pa.array(item_ev, pa.int64())).columns], schema=_schema(HISTORY_WRITE_TYPES))
+        made = pa.Table.from_arrays(self.ids.decode(made).columns + lineage.take(pa.array(events, pa.int64())).columns,
+                                    schema=_schema(WRITE_TYPES))
+        return items, made
 
-    def commit(self, made: pa.Table, offsets: dict) -> int:
-        """Commit the samples of ``prepare``, then the builder's state; returns samples written."""
+    def commit(self, prepared: tuple[pa.Table, pa.Table], offsets: dict) -> int:
+        """Commit the history items and samples of ``prepare``, then the builder's state; returns
+        samples written."""
+        items, made = prepared
+        self.history.write(keep_new(items, self.history.offsets), offsets, writer_properties=small_files())
         table = keep_new(made, self.samples.offsets)
         self.samples.write(table, offsets, partition_by=["split"])
         if self.state.write(self.log.changes(), offsets):
@@ -132,7 +166,7 @@ class ShardWriter:
 
 STATE_TYPES = {"kind": pa.string(), "code": pa.int64(), "seq": pa.int64(), "id": pa.string(),
                "state": pa.large_binary()}
-STATE_FORMAT = 2  # 1: one row, the whole builder pickled (refused)
+STATE_FORMAT = 3  # 1: one row, the whole builder pickled; 2: no history stream counts (both refused)
 
 
 class StateLog:
@@ -202,24 +236,26 @@ class StateLog:
         uri = self.sink.uri
         if "kind" not in t.column_names:
             raise ConfigError(f"{uri} holds a one-row sample state (the whole builder pickled, before the per-user "
-                              "state): delete the samples and sample_state tables and run `oneloc ingest` again "
-                              "to rebuild them")
+                              "state): delete the samples, sample_history and sample_state tables and run `oneloc "
+                              "ingest` again to rebuild them")
         self.rows = t.num_rows
         kind = t["kind"]
         metas = t.filter(pc.equal(kind, "meta"))
         meta = pickle.loads(metas["state"][int(np.argmax(metas["seq"].to_numpy()))].as_py())
         if meta["format"] != STATE_FORMAT:
             raise ConfigError(f"{uri} holds a sample state of format {meta['format']} (this version reads "
-                              f"{STATE_FORMAT}): delete the samples and sample_state tables to rebuild them")
+                              f"{STATE_FORMAT}): delete the samples, sample_history and sample_state tables to "
+                              "rebuild them")
         if tuple(meta["cutoffs"]) != (split.train_end_ms, split.val_end_ms):
             raise ConfigError(f"{uri} was built with another split (shards.policy / cutoffs) than the configured "
-                              "one: delete the samples and sample_state tables to rebuild them under it")
+                              "one: delete the samples, sample_history and sample_state tables to rebuild them "
+                              "under it")
         b = self.builder
         b._now, b._split, self.seq = meta["now"], meta["split"], meta["seq"] + 1
         ids = t.filter(pc.equal(kind, "id")).sort_by("code")
         if not np.array_equal(ids["code"].to_numpy(), np.arange(ids.num_rows)):
-            raise ConfigError(f"{uri}: the id codes of the sample state are not 0..n-1: delete the samples and "
-                              "sample_state tables to rebuild them")
+            raise ConfigError(f"{uri}: the id codes of the sample state are not 0..n-1: delete the samples, "
+                              "sample_history and sample_state tables to rebuild them")
         self.ids = IdCodes(ids["id"].to_pylist())
         b.train_pois = set(t.filter(pc.equal(kind, "poi"))["code"].to_pylist())
         users = t.filter(pc.equal(kind, "user")).sort_by([("code", "ascending"), ("seq", "ascending")])
@@ -227,8 +263,9 @@ class StateLog:
         newest = np.flatnonzero(np.append(code[1:] != code[:-1], True)) if len(code) else code
         L = b.cfg.history_len
         for u, blob in zip(code[newest].tolist(), users["state"].take(pa.array(newest)).to_pylist(), strict=True):
-            hist, last, train, opened = pickle.loads(blob)
+            hist, last, train, opened, n = pickle.loads(blob)
             b._hist[u] = deque(hist, maxlen=L)
+            b._n[u] = n
             b._last[u] = last
             if train:
                 b.train_users.add(u)
@@ -242,8 +279,9 @@ class StateLog:
 
 def _user_state(b: SampleBuilder, u) -> tuple:
     """One user's part of the builder: (history items, last (ts, split, traj), has a training event,
-    open val/test trajectory [kept count, its sample if it ended now] or None)."""
-    return list(b._hist.get(u, ())), b._last.get(u), u in b.train_users, b._open.get(u)
+    open val/test trajectory [kept count, its sample if it ended now] or None, items ever appended to
+    their history stream)."""
+    return list(b._hist.get(u, ())), b._last.get(u), u in b.train_users, b._open.get(u), b._n.get(u, 0)
 
 
 class _Watch:
@@ -288,23 +326,22 @@ class IdCodes:
         return self._known
 
     def decode(self, made: pa.Table) -> pa.Table:
-        """A builder table (``SAMPLE_TYPES``: int64 codes) with the ids as strings (``WRITE_TYPES``:
-        dictionary-encoded, the codes as indices; ``TABLE_TYPES`` once written)."""
+        """A builder table by reference (``REF_TYPES``: int64 codes) with the ids as strings
+        (``WRITE_TYPES``: dictionary-encoded, the codes as indices; ``TABLE_TYPES`` once written)."""
         known = self.known()
         out = {}
-        for c in COLUMNS:
+        for c in REF_COLUMNS:
             col = made[c].combine_chunks() if isinstance(made[c], pa.ChunkedArray) else made[c]
             if c in ("user_id", "target_poi"):
                 col = pa.DictionaryArray.from_arrays(col, known)
-            elif c == "hist_poi":
-                col = pa.ListArray.from_arrays(col.offsets, pa.DictionaryArray.from_arrays(col.flatten(), known))
             out[c] = col
         return pa.table(out, schema=pa.schema(list(WRITE_TYPES.items())))
 
 
 def samples_table(rows: list[dict], ids: IdCodes) -> pa.Table:
     """Rows of ``SampleBuilder`` samples plus their (topic, partition, offset) -> the samples table."""
-    made = ids.decode(pa.table({c: pa.array([r[c] for r in rows], SAMPLE_TYPES[c]) for c in COLUMNS}))
+    rows = [r | {"hist_len": len(r["hist_poi"])} for r in rows]
+    made = ids.decode(pa.table({c: pa.array([r[c] for r in rows], REF_TYPES[c]) for c in REF_COLUMNS}))
     lineage = pa.table({c: pa.array([r[c] for r in rows], t) for c, t in LINEAGE_TYPES.items()})
     return pa.Table.from_arrays(made.columns + lineage.columns, schema=_schema(WRITE_TYPES))
 
@@ -312,15 +349,3 @@ def samples_table(rows: list[dict], ids: IdCodes) -> pa.Table:
 def _schema(types: dict = TABLE_TYPES) -> pa.Schema:
     """The samples table's schema (``WRITE_TYPES``: as ``prepare`` and ``samples_table`` give it)."""
     return pa.schema([*types.items(), *LINEAGE_TYPES.items()])
-
-
-def read_samples(cfg, split: str | None = None):
-    """The samples table as pandas (one split, or all): ids as strings, hist_poi as object arrays and
-    hist_ts as int64 arrays."""
-    from deltalake import DeltaTable
-
-    dt = DeltaTable(cfg.storage.table(SAMPLES), storage_options=cfg.storage.storage_options or None)
-    df = dt.to_pandas(filters=[("split", "=", split)] if split else None)
-    df["hist_poi"] = [np.asarray(h, dtype=object) for h in df["hist_poi"]]
-    df["hist_ts"] = [np.asarray(h, dtype=np.int64) for h in df["hist_ts"]]
-    return df

@@ -1,6 +1,7 @@
 """The Delta tables are readable by another engine: DuckDB with its Delta extension (PyPI: ``duckdb``,
 ``duckdb-extension-delta``; the extension is loaded from that package, never downloaded) reads every
-table a real ingest wrote, with our row counts and columns."""
+table a real ingest wrote, with our row counts and columns, and rebuilds the samples' histories with
+SQL (a join of "samples" and "sample_history", schemas/README.md) as our reader does."""
 
 from __future__ import annotations
 
@@ -16,10 +17,18 @@ from oneloc.infra.topics import topic_name
 from oneloc.ray_jobs.ingest import ingest
 from oneloc.streaming.producer import EventProducer
 from oneloc.streaming.replay import replay
+from oneloc.streaming.sample_reader import read_samples
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"locations", "orders", "pois", "dead_letters", "neighbor_index", "samples", "sample_state"}
+TABLES = {"locations", "orders", "pois", "dead_letters", "neighbor_index", "samples", "sample_history", "sample_state"}
+# the samples with their histories, as schemas/README.md gives it to another engine
+SAMPLES_SQL = """
+SELECT s.*, list(h.poi_id ORDER BY h.seq) AS hist_poi, list(h.ts ORDER BY h.seq) AS hist_ts
+FROM delta_scan(?) s JOIN delta_scan(?) h
+  ON h.user_id = s.user_id AND h.seq >= s.hist_end - s.hist_len AND h.seq < s.hist_end
+GROUP BY ALL
+"""
 
 
 def duckdb_with_delta() -> duckdb.DuckDBPyConnection:
@@ -61,3 +70,12 @@ def test_duckdb_reads_every_table(fresh_topics_cfg, ray_session, tmp_path):
     (index_total,) = con.execute("SELECT sum(orders_total) FROM delta_scan(?)",
                                  [cfg.storage.table("neighbor_index")]).fetchone()
     assert index_total == pytest.approx(pc.sum(index["orders_total"]).as_py())
+    # the samples whole: their histories joined back, equal to our reader's rows
+    ours = read_samples(cfg).sort_values(["topic", "partition", "offset"], kind="stable").reset_index(drop=True)
+    theirs = con.execute(SAMPLES_SQL, [cfg.storage.table("samples"), cfg.storage.table("sample_history")]).df()
+    theirs = theirs.sort_values(["topic", "partition", "offset"], kind="stable").reset_index(drop=True)
+    assert len(ours) > 0 and len(theirs) == len(ours)   # every sample has a history (no empty list to drop)
+    for c in ("user_id", "target_poi", "target_ts", "hist_end", "hist_len"):
+        assert theirs[c].tolist() == ours[c].tolist(), c
+    for c in ("hist_poi", "hist_ts"):
+        assert [list(h) for h in theirs[c]] == [list(h) for h in ours[c]], c

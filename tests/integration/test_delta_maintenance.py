@@ -16,7 +16,8 @@ from tests.integration.test_delta_duckdb import duckdb_with_delta
 
 pytestmark = pytest.mark.integration
 KEYS = {"orders": ["order_id"], "locations": ["event_id"], "pois": ["poi_id"],
-        "samples": ["topic", "partition", "offset", "target_poi"], "neighbor_index": ["poi_id"]}
+        "samples": ["topic", "partition", "offset", "target_poi"], "sample_history": ["user_id", "seq"],
+        "neighbor_index": ["poi_id"]}
 
 
 def _files(uri: str) -> int:
@@ -44,7 +45,7 @@ def test_compaction_and_vacuum_keep_the_rows_and_the_offsets(fresh_topics_cfg, r
         runs[name] = (cfg, maint, batches)
     (plain, _, n_plain), (kept, maint, n_kept) = runs["plain"], runs["maintained"]
     assert n_plain == n_kept >= 4, "the stream must take several batches"
-    assert {"orders", "samples", "sample_state", "neighbor_index"} <= set(maint)
+    assert {"orders", "samples", "sample_history", "sample_state", "neighbor_index"} <= set(maint)
     for table, m in maint.items():
         assert m["files_after"] <= m["files_before"], table
         assert m["stored_files_after"] <= m["stored_files_before"], table

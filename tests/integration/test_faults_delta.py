@@ -27,7 +27,7 @@ from oneloc.streaming.delta_sink import stored_offsets
 from oneloc.streaming.replay import replay
 
 pytestmark = pytest.mark.integration
-TABLES = ["pois", "locations", "orders", "dead_letters", "neighbor_index", "samples", "sample_state"]
+TABLES = ["pois", "locations", "orders", "dead_letters", "neighbor_index", "samples", "sample_history", "sample_state"]
 
 
 def mount(*args) -> subprocess.CompletedProcess:

@@ -35,9 +35,10 @@ def write_samples(cfg, users: int = 40, n_train: int = 320) -> int:
     """Small Delta "samples" and "pois" tables (as ingestion writes them): ``n_train`` training rows, the
     users' validation rows; -> the number of training rows."""
     c = load_checkins()
-    s = build_samples(c[c["user_id"].isin(sorted(c["user_id"].unique())[:users])], cfg.shards)
+    c = c[c["user_id"].isin(sorted(c["user_id"].unique())[:users])]
+    s = build_samples(c, cfg.shards)
     train = s[s["split"] == "train"].iloc[:n_train]
-    write_samples_and_pois(cfg, {"train": train, "val": s[s["split"] == "val"]})
+    write_samples_and_pois(cfg, {"train": train, "val": s[s["split"] == "val"]}, c)
     return len(train)
 
 

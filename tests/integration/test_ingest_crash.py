@@ -16,6 +16,7 @@ from deltalake import DeltaTable
 
 from oneloc.streaming.neighbor_state import at_ref, from_arrow, rebuild
 from oneloc.streaming.replay import replay
+from oneloc.streaming.sample_reader import HISTORY_TYPES, Histories
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +80,8 @@ def test_sigkill_mid_batch_then_restart(fresh_topics_cfg, ray_session, tmp_path)
     keys = pc.binary_join_element_wise(samples["topic"], pc.cast(samples["offset"], "string"),
                                        pc.cast(samples["partition"], "string"), ":")
     assert pc.count_distinct(keys).as_py() == samples.num_rows > 0
+    # each history item once, across the kill (``Histories`` refuses a duplicate or a gap in a user's
+    # stream), and every sample's history is in it
+    items = table("sample_history", list(HISTORY_TYPES))
+    rebuilt = Histories(items).rebuild(table("samples", ["user_id", "hist_end", "hist_len", "n_in_traj"]))
+    assert rebuilt.num_rows == samples.num_rows and 0 < items.num_rows <= produced["orders"]

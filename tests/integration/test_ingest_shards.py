@@ -9,8 +9,8 @@ import pytest
 from oneloc.ray_jobs.ingest import ingest, summary
 from oneloc.streaming.dataset import load_checkins
 from oneloc.streaming.replay import replay
+from oneloc.streaming.sample_reader import read_samples
 from oneloc.streaming.samples import _order, assert_no_leak, build_samples, split_cutoffs
-from oneloc.streaming.shards import read_samples
 
 pytestmark = pytest.mark.integration
 COLS = ["user_id", "split", "target_poi", "target_ts", "last_lat", "last_lng", "last_ts", "n_in_traj"]

@@ -31,7 +31,7 @@ WINDOW_H = 24
 def test_a_synthetic_city_streamed_by_a_plain_client_is_trained_gated_and_served_by_the_loop(
         fresh_topics_cfg, tmp_path, no_bundled_dataset):
     from oneloc.model.checkpoint import load_checkpoint
-    from oneloc.streaming.shards import read_samples
+    from oneloc.streaming.sample_reader import read_samples
 
     cfg = with_overrides(loop_config(fresh_topics_cfg, tmp_path), [
         "shards.policy=rolling", f"shards.val_window_hours={WINDOW_H}", "shards.test_window_hours=0",

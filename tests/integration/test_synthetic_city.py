@@ -49,7 +49,7 @@ def test_two_synthetic_cities_are_ingested_trained_and_gated(fresh_topics_cfg, r
     from oneloc.ray_jobs.loop_policy import gate
     from oneloc.ray_jobs.loop_train import continue_model, cycle_data, evaluate, first_model
     from oneloc.streaming.catalog import read_catalog
-    from oneloc.streaming.shards import read_samples
+    from oneloc.streaming.sample_reader import read_samples
 
     cfg = with_overrides(fresh_topics_cfg, [
         f"storage.root={tmp_path}", "ingest.dead_letter_topic=false", "shards.policy=rolling",

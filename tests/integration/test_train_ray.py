@@ -14,11 +14,15 @@ from oneloc.streaming.samples import build_samples
 pytestmark = pytest.mark.timeout(280)
 
 
+def _tiny_checkins():
+    c = load_checkins()
+    return c[c["user_id"].isin(sorted(c["user_id"].unique())[:40])]
+
+
 @pytest.fixture(scope="module")
 def tiny_data():
     cfg = load_config()
-    c = load_checkins()
-    s = build_samples(c[c["user_id"].isin(sorted(c["user_id"].unique())[:40])], cfg.shards)
+    s = build_samples(_tiny_checkins(), cfg.shards)
     train = s[s["split"] == "train"].iloc[:256].reset_index(drop=True)
     val = s[s["split"] == "val"].reset_index(drop=True)
     return TrainData(train, val, "dataset:test", dataset_catalog())
@@ -70,12 +74,18 @@ def test_delta_samples_source(ray_session, tiny_data, tmp_path):
     from tests.integration.fixtures_delta import write_samples_and_pois
 
     cfg = _cfg(tmp_path, "shards.policy=cutoffs")
-    write_samples_and_pois(cfg, {"train": tiny_data.train, "val": tiny_data.val})
+    write_samples_and_pois(cfg, {"train": tiny_data.train, "val": tiny_data.val}, _tiny_checkins())
     data = prepare(cfg)
     assert data.data_version.endswith("@0;pois@0") and len(data.train) == len(tiny_data.train)
     assert len(data.val) == len(tiny_data.val) and len(data.catalog) == len(dataset_catalog())
+    for got, want in ((data.train, tiny_data.train), (data.val, tiny_data.val)):   # histories rebuilt
+        got = got.sort_values("offset", kind="stable").reset_index(drop=True)
+        assert [h.tolist() for h in got["hist_poi"]] == [[str(p) for p in h] for h in want["hist_poi"]]
+        assert [h.tolist() for h in got["hist_ts"]] == [h.tolist() for h in want["hist_ts"]]
     ds = train_dataset(cfg, data, seed=0)
     assert ds.count() == len(tiny_data.train)
+    rows = ds.to_pandas().sort_values("offset", kind="stable").reset_index(drop=True)   # Ray Data rebuilds them too
+    assert [list(h) for h in rows["hist_poi"]] == [[str(p) for p in h] for h in tiny_data.train["hist_poi"]]
     batch = next(iter(ds.iter_batches(batch_size=8, batch_format="pandas")))
     assert set(batch["target_poi"]) <= set(data.train["target_poi"])
     tok = fit_train_tokenizer(data.train, data.catalog, cfg.model, cfg.index.h3_resolution)

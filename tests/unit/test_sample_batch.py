@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from oneloc.streaming.config import ShardsConfig
 from oneloc.streaming.dataset import load_checkins
+from oneloc.streaming.sample_reader import Histories
 from oneloc.streaming.samples import COLUMNS, SAMPLE_TYPES, SampleBuilder, split_cutoffs
 
 
@@ -84,7 +85,7 @@ def _extend(b: SampleBuilder, rows) -> pa.Table:
     cols = list(zip(*rows, strict=True)) if rows else [[]] * 5
     arrays = [np.array(c, dtype=t) for c, t in zip(cols, (np.int64, np.int64, np.int64, np.float64, np.float64),
                                                     strict=True)]
-    table, events = b.extend(*arrays)
+    table, events, _ = b.extend(*arrays)
     return table.append_column("event", pa.array(events, pa.int64()))
 
 
@@ -108,3 +109,41 @@ def test_extend_equals_per_event_pushes():
             b = pickle.loads(pickle.dumps(b))
         assert _extend(b, []).num_rows == 0
         assert _plain(a.flush()) == _plain(b.flush())
+
+
+def test_samples_by_reference_rebuild_the_same_rows():
+    """``extend(lists=False)`` (what the ingest job writes: samples by reference, plus the items it
+    appends to the history streams) rebuilt by ``Histories`` == ``extend`` with the lists (what the
+    samples table held before): same samples, same order, same histories; batches across the
+    cutoffs, with restarts between them; and the builders' states stay equal."""
+    c, cfg = _events(9000)
+    cols = [c[k].to_numpy(t) for k, t in (("user_id", np.int64), ("poi_id", np.int64), ("ts_ms", np.int64),
+                                          ("lat", np.float64), ("lng", np.float64))]
+    a, b = SampleBuilder(cfg), SampleBuilder(cfg)
+    cuts = np.sort(np.random.default_rng(3).choice(np.arange(1, len(c)), 30, replace=False))
+    items, kinds = [], set()
+    for chunk in np.split(np.arange(len(c)), cuts):
+        part = [x[chunk] for x in cols]
+        want, want_ev, want_items = a.extend(*part)
+        got, got_ev, (ev, seq) = b.extend(*part, lists=False)
+        assert np.array_equal(want_ev, got_ev) and np.array_equal(want_items[0], ev)
+        items.append(pa.table({"user_id": pa.array(part[0][ev]).cast(pa.string()), "seq": seq,
+                               "poi_id": pa.array(part[1][ev]), "ts": pa.array(part[2][ev])}))
+        rebuilt = Histories(pa.concat_tables(items)).rebuild(got.set_column(0, "user_id", got["user_id"].cast(
+            pa.string())))
+        assert rebuilt["hist_poi"].to_pylist() == want["hist_poi"].to_pylist()
+        assert rebuilt["hist_ts"].to_pylist() == want["hist_ts"].to_pylist()
+        scalars = [k for k in COLUMNS if k not in ("hist_poi", "hist_ts", "user_id")]
+        assert rebuilt.select(scalars).equals(want.select(scalars))
+        assert rebuilt["user_id"].to_pylist() == [str(u) for u in want["user_id"].to_pylist()]
+        kinds |= set(want["split"].to_pylist())
+        assert _state(a) == _state(b)
+        b = pickle.loads(pickle.dumps(b))
+    fa, fb = a.flush(), b.flush()          # the end of the stream: its samples by reference, too
+    assert _plain(fa) == _plain(fb) and fb
+    refs = pa.table({"user_id": [str(r["user_id"]) for r in fb], "hist_end": [r["hist_end"] for r in fb],
+                     "hist_len": [len(r["hist_poi"]) for r in fb], "n_in_traj": [r["n_in_traj"] for r in fb]})
+    rebuilt = Histories(pa.concat_tables(items)).rebuild(refs)
+    assert rebuilt["hist_poi"].to_pylist() == [r["hist_poi"].tolist() for r in fa]
+    assert rebuilt["hist_ts"].to_pylist() == [r["hist_ts"].tolist() for r in fa]
+    assert kinds | {r["split"] for r in fa} == {"train", "val", "test"}

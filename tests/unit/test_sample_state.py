@@ -16,8 +16,9 @@ from deltalake import DeltaTable, write_deltalake
 from oneloc.config import load_config
 from oneloc.errors import ConfigError
 from oneloc.streaming.dataset import load_checkins
+from oneloc.streaming.sample_reader import read_samples
 from oneloc.streaming.samples import _order, build_samples, split_cutoffs
-from oneloc.streaming.shards import SAMPLES, STATE, ShardWriter, read_samples
+from oneloc.streaming.shards import SAMPLES, STATE, ShardWriter
 from tests.unit.test_protocol import _assert_same
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,7 +59,8 @@ def test_a_restart_after_every_batch_gives_the_getnext_samples(tmp_path):
     cfg.shards.train_end_ms, cfg.shards.val_end_ms = split_cutoffs(c)   # val/test inside the slice
     w = _feed(cfg, _orders(c), 10_000, restart=True)
     got = read_samples(cfg)   # Delta gives the files in any order: the emitting events' order first
-    got = got.sort_values(["partition", "offset"], kind="stable").drop(columns=["topic", "partition", "offset"])
+    got = got.sort_values(["partition", "offset"], kind="stable").drop(columns=["topic", "partition", "offset",
+                                                                             "hist_len"])
     got = _order(got.assign(user_id=got["user_id"].astype("int64"), target_poi=got["target_poi"].astype("int64"),
                             hist_poi=[h.astype(np.int64) for h in got["hist_poi"]]))
     want = build_samples(c, cfg.shards)
@@ -134,3 +136,20 @@ def test_a_one_row_state_or_another_split_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="one-row sample state"):
         ShardWriter(cfg, PARTS)
     assert DeltaTable(cfg.storage.table(SAMPLES)).version() >= 0
+
+
+def test_an_old_layout_samples_table_is_refused(tmp_path):
+    """A samples table of the layout before the histories were referenced (lists in every row, no
+    ``hist_end``): neither the ingest's writer nor the readers take it; they say what to do."""
+    cfg = load_config(overrides=[f"storage.root={tmp_path}"])
+    old = pa.table({"user_id": ["u1"], "split": ["train"], "target_poi": ["p2"], "target_ts": [2],
+                    "hist_poi": pa.array([["p1"]], pa.list_(pa.string())),
+                    "hist_ts": pa.array([[1]], pa.list_(pa.int64())),
+                    "n_in_traj": [1], "topic": ["orders"], "partition": pa.array([0], pa.int32()), "offset": [1]})
+    write_deltalake(cfg.storage.table(SAMPLES), old, partition_by=["split"])
+    with pytest.raises(ConfigError, match="earlier layout.*delete the samples and sample_state tables"):
+        ShardWriter(cfg, PARTS)
+    w = ShardWriter(load_config(overrides=[f"storage.root={tmp_path / 'new'}"]), PARTS)
+    w.apply(_orders(load_checkins().iloc[:50]), {PARTS[0]: 50})
+    with pytest.raises(ConfigError, match="earlier layout"):
+        read_samples(cfg)
