@@ -9,22 +9,26 @@ Tables (at ``cfg.storage.table(name)``), each exactly-once on its own (see delta
   neighbor_index decayed order counts per POI and cell (one version per batch: the buckets of the
                  POIs the batch touched, streaming/index_sink.py)
   samples, sample_state   training shards (streaming/shards.py)
-Commit order: catalog, events, dead letters, index, shards (the samples are built in a thread
-meanwhile). A crash anywhere leaves each table at a batch boundary; the restart re-reads from the
-lowest table and each table skips what it has.
+Commit order: the index first (what serving reads, and what freshness is measured by), then the
+catalog, events and dead letters; the batch's samples are built and committed by the samples lane
+(one thread, batch after batch) while the next batch runs. A crash anywhere leaves each table at a
+batch boundary; the restart re-reads from the lowest table and each table skips what it has.
+Compaction, vacuum and log checkpoints run in a thread of their own (delta_sink.Maintainer), never
+inside a batch.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from oneloc.streaming.dead_letters import dead_letter_rows, send_dead_letters
-from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new, maintain, small_files
+from oneloc.streaming.delta_sink import DeltaSink, Maintainer, Offsets, keep_new, small_files
 from oneloc.streaming.index_sink import IndexSink
 from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
 from oneloc.streaming.neighbor_state import positions
@@ -69,7 +73,8 @@ def project(rows: pa.Table, cols: list[str], event_date: bool) -> pa.Table:
 
 
 class BatchWriter:
-    """The Delta side of the ingest job: sinks, the known POI catalog, the index state."""
+    """The Delta side of the ingest job: sinks, the known POI catalog, the index state, the samples
+    lane and the maintenance thread."""
 
     def __init__(self, cfg, parts_of: dict[str, list[tuple[str, int]]], producer=None):
         self.cfg = cfg
@@ -93,29 +98,47 @@ class BatchWriter:
             self.shards = ShardWriter(cfg, parts_of["orders"])
         self.producer = producer
         self.dead_topic = None
-        self._pool: ThreadPoolExecutor | None = None
+        # The samples lane: one thread that builds and commits each batch's samples, in batch order,
+        # while the next batch is read and its index committed (at most one batch behind).
+        self._lane: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._pending_covered: Offsets = {}
+        self.samples_timings: dict[str, float] = {}  # the last finished lane job's seconds
+        # Tables that are rewritten (merge, overwrite with a predicate, the sample state's compaction):
+        # their writer and the maintenance thread's compaction take turns (delta_sink.maintain).
+        rewritten = [self.sinks["pois"].uri, self.sinks[INDEX_TABLE].uri]
+        if self.shards is not None:
+            rewritten.append(self.shards.state.uri)
+        self.locks = {uri: threading.Lock() for uri in rewritten}
+        ing = cfg.ingest
+        self.maintainer = Maintainer(self.uris(), ing.vacuum_retention_hours, so, self.locks,
+                                     ing.maintenance_target_file_mb)
         self.timings: dict[str, float] = {}  # seconds per stage of the last batch (see ``apply``)
         self.batches = 0
-        self.maintenance: dict[str, dict] = {}  # the last ``maintain``: files per table before/after
 
     def starts(self) -> Offsets:
-        """Where the next batch starts: the lowest offset any table holds, per partition."""
+        """Where the next batch starts: the lowest offset any table holds, per partition (the
+        samples: the offsets of the batch in the lane, which commits before any later one)."""
         out: Offsets = {}
         sources = [s.offsets for s in self.sinks.values()]
         if self.shards is not None:
-            sources.append(self.shards.starts())
+            sh = self.shards.starts()
+            sources.append({tp: max(o, self._pending_covered.get(tp, o)) for tp, o in sh.items()})
         for offs in sources:
             for tp, o in offs.items():
                 out[tp] = min(out.get(tp, o), o)
         return out
 
     def apply(self, decoded: pa.Table, covered: Offsets) -> dict[str, int]:
-        """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts.
+        """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts
+        (``samples``: of the previous batch's lane job, which this one waited for).
+        The index (what serving reads and what freshness is measured by) is committed first; the
+        samples of the batch go to the lane and are built and committed while the next batch runs.
         ``self.timings`` then holds the seconds of its stages: ``split_s`` (filters, known POIs),
-        ``index_s`` (the index state takes the batch), ``events_s`` (pois, locations, orders, dead
-        letters committed), ``index_commit_s``, ``samples_build_s`` (in a thread, overlapping the
-        previous three), ``samples_wait_s`` (the main thread waiting for it), ``samples_commit_s``, and
-        every ``ingest.maintenance_every`` batches ``maintenance_s`` (``maintain``)."""
+        ``index_s`` (the index state takes the batch), ``index_commit_s``, ``events_s`` (pois,
+        locations, orders, dead letters committed), ``samples_wait_s`` (waiting for the previous
+        batch's lane job) and that job's ``samples_build_s`` / ``samples_commit_s``; ``index_at_s``
+        is the time from the start of ``apply`` to the index commit."""
         clock = _Clock()
         ok = pc.equal(decoded["reason"], "")
         bad = decoded.filter(pc.invert(ok))  # only dead letters keep the raw bytes
@@ -138,58 +161,62 @@ class BatchWriter:
         idx_offsets = s[INDEX_TABLE].offsets
         ip = keep_new(pois, idx_offsets)
         io = keep_new(orders, idx_offsets)
-        index_changed = bool(ip.num_rows or io.num_rows)
-        if index_changed:  # the catalog into the index state first: the shards take the POIs' coordinates
+        if ip.num_rows:  # the catalog into the index state first: the samples take the POIs' coordinates
             cat = ip.select(["id", "category", "lat", "lng", "avg_spend"]).rename_columns(
                 ["poi_id", "category", "lat", "lng", "avg_spend"]).to_pandas()
             self.index.take_pois(cat)
-        # The samples are built in a thread while the index state takes the orders and the other
-        # tables commit here (numpy and the Delta writers release the GIL); they are committed last.
-        shards = None
-        if self.shards is not None:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oneloc-shards")
-            # take_orders below makes a new frame: this one stays as it is for the thread
-            shards = self._pool.submit(self._prepare_shards, orders, self.index.state)
-        try:
-            if index_changed:
-                self.index.take_orders(io.select(["poi_id", "event_time", "amount"]))
-            clock.lap("index_s")
-            new_pois = keep_new(pois, s["pois"].offsets)
-            new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
-            new_pois = _last_per_key(new_pois, "id")
-            s["pois"].upsert(project(new_pois, POI_COLS, False), "poi_id", covered)
-            n["pois"] = new_pois.num_rows
-            for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
-                rows = keep_new(rows, s[name].offsets)
-                s[name].write(project(rows, cols, True), covered, partition_by=["event_date"],
-                              writer_properties=small_files())
-                n[name] = rows.num_rows
-            dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
-            if dead.num_rows and self.producer is not None and self.dead_topic:
-                send_dead_letters(self.producer, self.dead_topic, dead)
-            s["dead_letters"].write(dead, covered)
-            n["dead_letters"] = dead.num_rows
-            clock.lap("events_s")
+        catalog = self.index.state  # take_orders makes a new frame: this one stays as it is for the lane
+        if io.num_rows:
+            self.index.take_orders(io.select(["poi_id", "event_time", "amount"]))
+        clock.lap("index_s")
+        with self.locks[s[INDEX_TABLE].uri]:
             self.index.commit(covered)  # no change: an empty append moves the offsets
-            n["index_orders"] = io.num_rows
-            clock.lap("index_commit_s")
-        except BaseException:
-            if shards is not None:
-                wait([shards])  # let the thread finish before the error propagates
-            raise
-        if shards is not None:
-            made, clock.laps["samples_build_s"] = shards.result()
+        n["index_orders"] = io.num_rows
+        clock.lap("index_commit_s")
+        index_at = clock.since_start()
+        new_pois = keep_new(pois, s["pois"].offsets)
+        new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
+        new_pois = _last_per_key(new_pois, "id")
+        with self.locks[s["pois"].uri]:
+            s["pois"].upsert(project(new_pois, POI_COLS, False), "poi_id", covered)
+        n["pois"] = new_pois.num_rows
+        for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
+            rows = keep_new(rows, s[name].offsets)
+            s[name].write(project(rows, cols, True), covered, partition_by=["event_date"],
+                          writer_properties=small_files())
+            n[name] = rows.num_rows
+        dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
+        if dead.num_rows and self.producer is not None and self.dead_topic:
+            send_dead_letters(self.producer, self.dead_topic, dead)
+        s["dead_letters"].write(dead, covered)
+        n["dead_letters"] = dead.num_rows
+        clock.lap("events_s")
+        if self.shards is not None:
+            n["samples"] = self.wait_samples()  # the previous batch's (it ran beside this one)
             clock.lap("samples_wait_s")
-            n["samples"] = self.shards.commit(made, covered)
-            clock.lap("samples_commit_s")
+            if self._lane is None:
+                self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oneloc-samples")
+            self._pending = self._lane.submit(self._samples_job, orders, catalog, covered)
+            self._pending_covered = dict(covered)
         self.batches += 1
         every = self.cfg.ingest.maintenance_every
         if every and self.batches % every == 0:
-            self.maintain()
-            clock.lap("maintenance_s")
-        self.timings = clock.laps
+            self.maintainer.request()  # in its own thread: never inside a batch
+        self.timings = {**clock.laps, **self.samples_timings, "index_at_s": index_at}
         return n
+
+    def wait_samples(self) -> int:
+        """Wait for the lane's job (if any); the samples it wrote. Its error, if it failed, is raised
+        here (what it had not committed is re-read by the next run: the samples table and state keep
+        their own offsets)."""
+        if self._pending is None:
+            return 0
+        job, self._pending = self._pending, None
+        try:
+            written, self.samples_timings = job.result()
+        finally:
+            self._pending_covered = {}
+        return written
 
     def uris(self) -> list[str]:
         """Every table this writer commits to."""
@@ -198,31 +225,53 @@ class BatchWriter:
             out += [self.shards.samples.uri, self.shards.state.uri]
         return out
 
+    @property
+    def maintenance(self) -> dict[str, dict]:
+        """Per table, the last maintenance's files before/after and seconds (delta_sink.maintain)."""
+        return self.maintainer.last
+
     def maintain(self) -> dict[str, dict]:
-        """Compact and vacuum every table (``ingest.maintenance_every``, delta_sink.maintain); returns
-        and keeps in ``self.maintenance`` each table's files before and after."""
-        hours, so = self.cfg.ingest.vacuum_retention_hours, self.cfg.storage.storage_options
-        self.maintenance = {uri.rstrip("/").rsplit("/", 1)[-1]: maintain(uri, hours, so) for uri in self.uris()}
-        return self.maintenance
+        """Compact, vacuum and checkpoint every table now, in this thread (after a pass in progress);
+        returns each table's files before and after."""
+        self.maintainer.wait()
+        self.maintainer._pass()
+        return self.maintainer.last
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Finish the lane's job (commit its samples) and a maintenance pass in progress."""
+        try:
+            if self._lane is not None:
+                try:
+                    self.wait_samples()
+                finally:
+                    self._lane.shutdown()
+                    self._lane = None
+        finally:
+            self.maintainer.wait()
 
-    def _prepare_shards(self, orders: pa.Table, catalog) -> tuple[pa.Table, float]:
-        """The samples of a batch's orders (lat/lng = their POI's, from the catalog state; an order
-        has only the user's): ``ShardWriter.prepare``, not committed; and the seconds it took."""
+    def _samples_job(self, orders: pa.Table, catalog, covered: Offsets) -> tuple[int, dict[str, float]]:
+        """The lane: a batch's samples built (lat/lng = their POI's, from the catalog state; an order
+        has only the user's: ``ShardWriter.prepare``) and committed with the batch's offsets (the
+        sample state under its lock: the maintenance may compact it)."""
         t0 = time.perf_counter()
         rows = orders.select(["topic", "partition", "offset", "user_id", "poi_id", "event_time"])
         at = positions(catalog, rows["poi_id"])
         for c in ("lat", "lng"):  # NaN where the catalog state has no such POI (as a reindex gives)
             rows = rows.append_column(c, pa.array(np.where(at >= 0, catalog[c].to_numpy()[at], np.nan), pa.float64()))
-        return self.shards.prepare(rows), time.perf_counter() - t0
+        made = self.shards.prepare(rows)
+        t1 = time.perf_counter()
+        with self.locks[self.shards.state.uri]:
+            written = self.shards.commit(made, covered)
+        return written, {"samples_build_s": t1 - t0, "samples_commit_s": time.perf_counter() - t1}
 
     def flush_shards(self) -> int:
-        """Close every open trajectory of the shards (end of the stream); returns samples written."""
-        return self.shards.flush() if self.shards is not None else 0
+        """Close every open trajectory of the shards (end of the stream); returns samples written
+        (with those of the lane's last job)."""
+        if self.shards is None:
+            return 0
+        n = self.wait_samples()
+        with self.locks[self.shards.state.uri]:
+            return n + self.shards.flush()
 
 
 class _Clock:
@@ -232,10 +281,15 @@ class _Clock:
         self.laps: dict[str, float] = {}
         self.t = time.perf_counter()
 
+        self.t0 = self.t
+
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.laps[name] = now - self.t
         self.t = now
+
+    def since_start(self) -> float:
+        return self.t - self.t0
 
 
 def _last_per_key(rows: pa.Table, key: str) -> pa.Table:
