@@ -33,6 +33,10 @@ class IngestConfig(Section):
                     "consumer). fetch.queue.backoff.ms 10 (librdkafka's default 1000): once a partition's "
                     "local queue is full the client waited a whole second before fetching it again; reading "
                     "301k records took 1.4-2.3 s with the default, 0.43-0.48 s with 10 ms (one consumer)")
+    samples_max_pending_records: int = Field(
+        default=500_000, ge=1, description="the samples lane (streaming/ingest_batch.py SamplesLane: the training "
+                                           "samples built and committed beside the next batches) holds at most "
+                                           "about this many orders; past it a batch waits for the lane")
     dead_letter_topic: bool = Field(default=True, description="also send dead letters to their topic")
     shards: bool = Field(default=True, description="build the training-sample shards in the batch")
     maintenance_every: int = Field(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -98,18 +97,15 @@ class BatchWriter:
             self.shards = ShardWriter(cfg, parts_of["orders"])
         self.producer = producer
         self.dead_topic = None
-        # The samples lane: one thread that builds and commits each batch's samples, in batch order,
-        # while the next batch is read and its index committed (at most one batch behind).
-        self._lane: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
-        self._pending_covered: Offsets = {}
-        self.samples_timings: dict[str, float] = {}  # the last finished lane job's seconds
+        self.lane: SamplesLane | None = None
         # Tables that are rewritten (merge, overwrite with a predicate, the sample state's compaction):
         # their writer and the maintenance thread's compaction take turns (delta_sink.maintain).
         rewritten = [self.sinks["pois"].uri, self.sinks[INDEX_TABLE].uri]
         if self.shards is not None:
             rewritten.append(self.shards.state.uri)
         self.locks = {uri: threading.Lock() for uri in rewritten}
+        if self.shards is not None:
+            self.lane = SamplesLane(self.shards, self.locks[self.shards.state.uri], cfg.ingest.samples_max_pending_records)
         ing = cfg.ingest
         self.maintainer = Maintainer(self.uris(), ing.vacuum_retention_hours, so, self.locks,
                                      ing.maintenance_target_file_mb)
@@ -122,8 +118,8 @@ class BatchWriter:
         out: Offsets = {}
         sources = [s.offsets for s in self.sinks.values()]
         if self.shards is not None:
-            sh = self.shards.starts()
-            sources.append({tp: max(o, self._pending_covered.get(tp, o)) for tp, o in sh.items()})
+            queued = self.lane.covered
+            sources.append({tp: max(o, queued.get(tp, o)) for tp, o in self.shards.starts().items()})
         for offs in sources:
             for tp, o in offs.items():
                 out[tp] = min(out.get(tp, o), o)
@@ -191,32 +187,31 @@ class BatchWriter:
         s["dead_letters"].write(dead, covered)
         n["dead_letters"] = dead.num_rows
         clock.lap("events_s")
-        if self.shards is not None:
-            n["samples"] = self.wait_samples()  # the previous batch's (it ran beside this one)
+        if self.lane is not None:
+            # the batch's orders with their POI's lat/lng (an order has only the user's) as the catalog
+            # state has them now (NaN where it has no such POI, as a reindex gives), to the lane
+            rows = orders.select(["topic", "partition", "offset", "user_id", "poi_id", "event_time"])
+            at = positions(catalog, rows["poi_id"])
+            for c in ("lat", "lng"):
+                col = np.where(at >= 0, catalog[c].to_numpy()[np.maximum(at, 0)], np.nan) if len(at) else []
+                rows = rows.append_column(c, pa.array(col, pa.float64()))
+            clock.lap("samples_rows_s")
+            self.lane.put(rows, covered)  # waits only while the lane holds too many records
             clock.lap("samples_wait_s")
-            if self._lane is None:
-                self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oneloc-samples")
-            self._pending = self._lane.submit(self._samples_job, orders, catalog, covered)
-            self._pending_covered = dict(covered)
+            n["samples"] = self.lane.take_written()
         self.batches += 1
         every = self.cfg.ingest.maintenance_every
         if every and self.batches % every == 0:
             self.maintainer.request()  # in its own thread: never inside a batch
-        self.timings = {**clock.laps, **self.samples_timings, "index_at_s": index_at}
+        lane = self.lane.timings if self.lane is not None else {}
+        self.timings = {**clock.laps, **lane, "index_at_s": index_at}
         return n
 
     def wait_samples(self) -> int:
-        """Wait for the lane's job (if any); the samples it wrote. Its error, if it failed, is raised
-        here (what it had not committed is re-read by the next run: the samples table and state keep
-        their own offsets)."""
-        if self._pending is None:
-            return 0
-        job, self._pending = self._pending, None
-        try:
-            written, self.samples_timings = job.result()
-        finally:
-            self._pending_covered = {}
-        return written
+        """Until the samples lane has committed every batch given to it; the samples written since the
+        last count. A lane error is raised here (what it had not committed is re-read by the next run:
+        the samples table and state keep their own offsets)."""
+        return self.lane.drain() if self.lane is not None else 0
 
     def uris(self) -> list[str]:
         """Every table this writer commits to."""
@@ -238,40 +233,125 @@ class BatchWriter:
         return self.maintainer.last
 
     def close(self) -> None:
-        """Finish the lane's job (commit its samples) and a maintenance pass in progress."""
+        """Finish the samples lane (commit what it holds) and a maintenance pass in progress."""
         try:
-            if self._lane is not None:
-                try:
-                    self.wait_samples()
-                finally:
-                    self._lane.shutdown()
-                    self._lane = None
+            if self.lane is not None:
+                self.lane.close()
         finally:
             self.maintainer.wait()
 
-    def _samples_job(self, orders: pa.Table, catalog, covered: Offsets) -> tuple[int, dict[str, float]]:
-        """The lane: a batch's samples built (lat/lng = their POI's, from the catalog state; an order
-        has only the user's: ``ShardWriter.prepare``) and committed with the batch's offsets (the
-        sample state under its lock: the maintenance may compact it)."""
-        t0 = time.perf_counter()
-        rows = orders.select(["topic", "partition", "offset", "user_id", "poi_id", "event_time"])
-        at = positions(catalog, rows["poi_id"])
-        for c in ("lat", "lng"):  # NaN where the catalog state has no such POI (as a reindex gives)
-            rows = rows.append_column(c, pa.array(np.where(at >= 0, catalog[c].to_numpy()[at], np.nan), pa.float64()))
-        made = self.shards.prepare(rows)
-        t1 = time.perf_counter()
-        with self.locks[self.shards.state.uri]:
-            written = self.shards.commit(made, covered)
-        return written, {"samples_build_s": t1 - t0, "samples_commit_s": time.perf_counter() - t1}
-
     def flush_shards(self) -> int:
         """Close every open trajectory of the shards (end of the stream); returns samples written
-        (with those of the lane's last job)."""
+        (with those the lane still had)."""
         if self.shards is None:
             return 0
         n = self.wait_samples()
         with self.locks[self.shards.state.uri]:
             return n + self.shards.flush()
+
+
+class SamplesLane:
+    """The training samples of the ingest job, built and committed by a thread of their own, so that
+    the index and the event tables of the next batches do not wait for them. The job ``put``s each
+    batch's orders with the offsets it covers; the thread takes everything queued, feeds each batch
+    to the builder in order (``ShardWriter.prepare``, one call per batch: the same samples as batch
+    by batch) and commits them in one commit with the highest offsets (``ShardWriter.commit``, the
+    sample state under ``lock``: the maintenance may compact it). When the lane falls behind it
+    commits several batches at once, so it catches up: a commit's fixed cost is paid once.
+    ``covered``: the highest offset given to the lane per partition (where the job's next read may
+    start: the lane commits everything below it, or fails and the job stops). ``put`` waits while
+    the lane holds ``max_records`` or more (memory)."""
+
+    def __init__(self, shards, lock: threading.Lock, max_records: int):
+        self.shards, self.lock, self.max_records = shards, lock, max_records
+        self.covered: Offsets = {}
+        self.timings: dict[str, float] = {}   # the last commit: samples_build_s, samples_commit_s, samples_batches
+        self._queue: list[tuple[pa.Table, Offsets]] = []
+        self._records = 0                     # in the queue and in progress
+        self._busy = False
+        self._written = 0
+        self._error: BaseException | None = None
+        self._closing = False
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def put(self, rows: pa.Table, covered: Offsets) -> None:
+        with self._cv:
+            self._raise()
+            while self._records >= self.max_records and (self._queue or self._busy) and self._error is None:
+                self._cv.wait()
+            self._raise()
+            self._queue.append((rows, covered))
+            self._records += rows.num_rows
+            self.covered = _max_offsets(self.covered, covered)
+            self._cv.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="oneloc-samples", daemon=True)
+                self._thread.start()
+
+    def take_written(self) -> int:
+        """Samples committed since the last call (raises the lane's error, if it failed)."""
+        with self._cv:
+            self._raise()
+            n, self._written = self._written, 0
+            return n
+
+    def drain(self) -> int:
+        """Until everything given is committed; then ``take_written``."""
+        with self._cv:
+            while (self._queue or self._busy) and self._error is None:
+                self._cv.wait()
+        return self.take_written()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            if self._thread is not None:
+                self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"the samples lane failed: {self._error}") from self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                jobs, self._queue, self._busy = self._queue, [], True
+            try:
+                t0 = time.perf_counter()
+                made = [self.shards.prepare(rows) for rows, _ in jobs]
+                made = pa.concat_tables(made).combine_chunks() if len(made) > 1 else made[0]
+                covered: Offsets = {}
+                for _, c in jobs:
+                    covered = _max_offsets(covered, c)
+                t1 = time.perf_counter()
+                with self.lock:
+                    written = self.shards.commit(made, covered)
+                timings = {"samples_build_s": t1 - t0, "samples_commit_s": time.perf_counter() - t1,
+                           "samples_batches": len(jobs)}
+            except BaseException as e:  # handed to the job's thread (put, take_written, drain raise it)
+                with self._cv:
+                    self._error, self._busy = e, False
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._busy = False
+                self._records -= sum(rows.num_rows for rows, _ in jobs)
+                self._written += written
+                self.timings = timings
+                self._cv.notify_all()
+
+
+def _max_offsets(a: Offsets, b: Offsets) -> Offsets:
+    return {**a, **{tp: max(o, a.get(tp, o)) for tp, o in b.items()}}
 
 
 class _Clock:
