@@ -314,8 +314,8 @@ class SamplesLane:
                 self._thread.join()
 
     def _raise(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"the samples lane failed: {self._error}") from self._error
+        if self._error is not None:  # as it was raised in the lane (a StorageError stays one)
+            raise self._error
 
     def _run(self) -> None:
         while True:
