@@ -46,6 +46,10 @@ class IngestConfig(Section):
                                       "batch adds a file per table and partition (neighbor_index: per bucket it "
                                       "touched), and a commit's log work grows with the files since the last "
                                       "compaction (docs/OPERATIONS.md section 4)")
+    maintenance_interval_s: float = Field(
+        default=120.0, ge=0, description="also request a maintenance pass when this long has passed since the last "
+                                         "request (long batches: 18 batches of 30+ s never reached 20; 0 = only "
+                                         "every maintenance_every batches)")
     maintenance_target_file_mb: int = Field(
         default=32, ge=1, description="compaction leaves files of this size or more alone: it rewrites the recent "
                                       "small files, not the whole table each time")

@@ -111,6 +111,7 @@ class BatchWriter:
                                      ing.maintenance_target_file_mb)
         self.timings: dict[str, float] = {}  # seconds per stage of the last batch (see ``apply``)
         self.batches = 0
+        self._maint_at = time.monotonic()  # the last maintenance request (or the start)
 
     def starts(self) -> Offsets:
         """Where the next batch starts: the lowest offset any table holds, per partition (the
@@ -200,9 +201,10 @@ class BatchWriter:
             clock.lap("samples_wait_s")
             n["samples"] = self.lane.take_written()
         self.batches += 1
-        every = self.cfg.ingest.maintenance_every
-        if every and self.batches % every == 0:
+        every, secs = self.cfg.ingest.maintenance_every, self.cfg.ingest.maintenance_interval_s
+        if every and (self.batches % every == 0 or (secs and time.monotonic() - self._maint_at >= secs)):
             self.maintainer.request()  # in its own thread: never inside a batch
+            self._maint_at = time.monotonic()
         lane = self.lane.timings if self.lane is not None else {}
         self.timings = {**clock.laps, **lane, "index_at_s": index_at}
         return n
