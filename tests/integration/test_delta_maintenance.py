@@ -4,6 +4,7 @@ files and the same rows, DuckDB still reads them, and their stored offsets survi
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -115,6 +116,10 @@ def test_appends_and_rewrites_beside_the_maintenance_thread_lose_nothing(tmp_pat
     assert DeltaTable(app).transaction_version("g:t:0") == n * size
     assert DeltaSink(app, "g", [("t", 0)]).offsets == {("t", 0): n * size}
     assert m.last["appended"]["files_after"] <= 3  # one file per partition after the last pass
+    # each pass ends with a log checkpoint: a reader replays only the commits after it
+    for uri in (app, rew):
+        last = json.loads((Path(uri) / "_delta_log" / "_last_checkpoint").read_text())
+        assert last["version"] == m.last[Path(uri).name]["version"] > n
     # the rewritten table: partitions 1 and 2 from the first batch, partition 0 from the last one
     want = {x for x in range(size) if x % 3 != 0}
     last = _rows(size, (n - 1) * size)
