@@ -97,6 +97,7 @@ def run_size(cfg: OneLocConfig, size: float, batch: int, root: Path, seed: int =
         decoded = decoder(raw)
         t2 = time.perf_counter()
         writer.apply(decoded, covered_offsets(raw))
+        writer.wait_samples()  # the batch's samples (the job overlaps them with the next batch)
         t3 = time.perf_counter()
         t_gen, t_dec, t_apply = t_gen + t1 - t0, t_dec + t2 - t1, t_apply + t3 - t2
         n_records += raw.num_rows

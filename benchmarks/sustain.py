@@ -23,7 +23,8 @@
    rate, the orders consumer lag (orders produced, not yet in the index) at the window's end and its
    max, the batches that started in it (the run's totals count only batches started after the go) (count, seconds mean/max, records read), and CPU seconds of
    each process group (producer, ingest = its driver + the local Ray cluster, broker, this monitor)
-   and of the machine. A backlog that grows shows as freshness and lag rising window by window.
+   and of the machine, and the machine's 1-minute load average (``load1``: other work on a shared
+   machine). A backlog that grows shows as freshness and lag rising window by window.
 """
 
 from __future__ import annotations
@@ -261,6 +262,7 @@ def _measure(cfg: OneLocConfig, folder: Path, rate: float, seconds: float, windo
     here.send("go")
     t_go = time.time()
     cpu_marks.append((t_go, _group_cpu(groups), machine_cpu_s()))
+    loads: list[tuple[float, float]] = [(t_go, os.getloadavg()[0])]
     result = None
     next_cpu = t_go + window_s
     while True:
@@ -272,6 +274,7 @@ def _measure(cfg: OneLocConfig, folder: Path, rate: float, seconds: float, windo
         polls.append((time.time(), got, lag))
         if now >= next_cpu:
             cpu_marks.append((now, _group_cpu(groups), machine_cpu_s()))
+            loads.append((now, os.getloadavg()[0]))
             next_cpu += window_s
         if result is None and not prod.is_alive() and not here.poll():
             raise RuntimeError(f"the producer process exited ({prod.exitcode}) before it reported")
@@ -298,7 +301,7 @@ def _measure(cfg: OneLocConfig, folder: Path, rate: float, seconds: float, windo
     reader.join(timeout=10)
     prod.join(timeout=30)
     c.close()
-    return _report(cfg, rate, seconds, window_s, {**pool, **sizes, "client": client}, result, polls, batches, cpu_marks, startup_s, drain_s, orders)
+    return _report(cfg, rate, seconds, window_s, {**pool, **sizes, "client": client}, result, polls, batches, cpu_marks, startup_s, drain_s, orders, loads)
 
 
 def _visible(markers, polls, orders: str) -> list[tuple[float, float, bool]]:
@@ -318,7 +321,7 @@ def _visible(markers, polls, orders: str) -> list[tuple[float, float, bool]]:
 
 
 def _report(cfg, rate, seconds, window_s, pool, result, polls, batches, cpu_marks, startup_s, drain_s,
-            orders) -> dict:
+            orders, loads=()) -> dict:
     t0, fresh = result["t0"], _visible(result["markers"], polls, orders)
     batches = [(t, d) for t, d in batches if t - d["seconds"] >= t0 - 0.5]  # not the start-up's (the catalog)
     windows = []
@@ -342,6 +345,8 @@ def _report(cfg, rate, seconds, window_s, pool, result, polls, batches, cpu_mark
              "batch_read_mean": round(float(np.mean([d["read"] for d in bs]))) if bs else None,
              "batch_stages_mean_s": {k: round(float(np.mean([d.get(k, 0.0) for d in bs])), 3)
                                      for k in sorted({k for d in bs for k in d if k.endswith("_s")})}}
+        if ld := [x for t, x in loads if a <= t <= b + 1]:
+            w["load1"] = round(max(ld), 2)  # the machine's 1-minute load average at the window's end
         if len(cpu) >= 2:
             (ta, ga, ma), (tb, gb, mb) = cpu[0], cpu[-1]
             w["cpu_cores"] = {k: round((gb[k] - ga.get(k, 0.0)) / (tb - ta), 2) for k in gb}
@@ -369,5 +374,7 @@ def _report(cfg, rate, seconds, window_s, pool, result, polls, batches, cpu_mark
                                       for k in stage_keys}},
         "cpu_cores": {**{k: round((gb[k] - ga.get(k, 0.0)) / (tb - ta), 2) for k in gb},
                       **({"machine": round((mb - ma) / (tb - ta), 2)} if ma is not None and mb is not None else {})},
+        "load1": {"mean": round(float(np.mean([x for _, x in loads])), 2) if loads else None,
+                  "max": round(max(x for _, x in loads), 2) if loads else None},
         "windows": windows,
     }

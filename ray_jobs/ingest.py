@@ -10,7 +10,10 @@ Each micro-batch:
      (streaming/decoder.py), fused into the read tasks; a read reaches the end of every range or
      fails, so the batch covers exactly the planned ranges;
   3. the driver commits each Delta table with the offsets it covers (streaming/ingest_batch.py):
-     exactly-once per table, dead letters to their table and topic, the neighbor index, the shards.
+     exactly-once per table: the neighbor index first, then the events and dead letters (to their
+     table and topic); the batch's training samples are built and committed by a thread of their
+     own while the next batch runs (the samples lane); compaction, vacuum and log checkpoints run
+     in another, every ``ingest.maintenance_every`` batches (delta_sink.Maintainer).
 Without --follow it catches up to the end and exits; with it, a batch starts every ``interval_s``.
 --flush-shards: at the end, close every open trajectory of the training shards. At the end the job
 prints its totals and a summary of the tables (rows per table, neighbor-index version and cells,
@@ -111,10 +114,19 @@ class IngestJob:
         for k, v in counts.items():
             self.totals[k] = self.totals.get(k, 0) + v
         stages = {"read_s": t_read, **self.writer.timings}  # read_s: the Ray Data read + decode
+        stages["index_at_s"] += t_read  # from the batch's start to its index commit
         for k, v in stages.items():
             self.totals[k] = round(self.totals.get(k, 0.0) + v, 3)
+        m = self.writer.maintainer
         return {"batch": self.batches, "read": decoded.num_rows, **counts, "lag": self.lag(marks),
-                **{k: round(v, 3) for k, v in stages.items()}, "seconds": round(time.perf_counter() - t0, 3)}
+                **{k: round(v, 3) for k, v in stages.items()}, "maint_passes": len(m.passes),
+                "maint_running": int(m.running()), "seconds": round(time.perf_counter() - t0, 3)}
+
+    def finish_samples(self) -> None:
+        """Wait for the samples lane's last job (the previous batch's samples) and count them."""
+        n = self.writer.wait_samples()
+        if n:
+            self.totals["samples"] = self.totals.get("samples", 0) + n
 
     def reconnect(self) -> None:
         """A new Kafka consumer (after the broker was unreachable)."""
@@ -126,7 +138,7 @@ class IngestJob:
 
     def close(self) -> None:
         self.consumer.close()
-        self.writer.close()
+        self.writer.close()  # the samples lane's last job, a maintenance pass in progress
         if self.writer.producer is not None:
             self.writer.producer.close()
 
@@ -162,6 +174,7 @@ def ingest(cfg, *, follow: bool = False, max_batches: int = 0, quiet: bool = Fal
                 if not follow:
                     break
                 time.sleep(max(0.0, cfg.ingest.interval_s - (time.perf_counter() - start)))
+        job.finish_samples()
         if flush_shards:
             job.totals["flushed_samples"] = job.writer.flush_shards()
             job.totals["samples"] = job.totals.get("samples", 0) + job.totals["flushed_samples"]

@@ -33,13 +33,26 @@ class IngestConfig(Section):
                     "consumer). fetch.queue.backoff.ms 10 (librdkafka's default 1000): once a partition's "
                     "local queue is full the client waited a whole second before fetching it again; reading "
                     "301k records took 1.4-2.3 s with the default, 0.43-0.48 s with 10 ms (one consumer)")
+    samples_max_pending_records: int = Field(
+        default=500_000, ge=1, description="the samples lane (streaming/ingest_batch.py SamplesLane: the training "
+                                           "samples built and committed beside the next batches) holds at most "
+                                           "about this many orders; past it a batch waits for the lane")
     dead_letter_topic: bool = Field(default=True, description="also send dead letters to their topic")
     shards: bool = Field(default=True, description="build the training-sample shards in the batch")
     maintenance_every: int = Field(
-        default=100, ge=0, description="every N micro-batches (of one job run; 0 = never), compact (Delta OPTIMIZE) "
-                                       "and vacuum every table the job writes, between two batches: each batch "
-                                       "adds a file per table and partition (neighbor_index: per bucket it "
-                                       "touched) (docs/OPERATIONS.md section 4)")
+        default=20, ge=0, description="every N micro-batches (of one job run; 0 = never), compact (Delta OPTIMIZE), "
+                                      "vacuum and checkpoint every table the job writes, in a thread of its own "
+                                      "(streaming/delta_sink.py Maintainer; a batch never waits for it): each "
+                                      "batch adds a file per table and partition (neighbor_index: per bucket it "
+                                      "touched), and a commit's log work grows with the files since the last "
+                                      "compaction (docs/OPERATIONS.md section 4)")
+    maintenance_interval_s: float = Field(
+        default=120.0, ge=0, description="also request a maintenance pass when this long has passed since the last "
+                                         "request (long batches: 18 batches of 30+ s never reached 20; 0 = only "
+                                         "every maintenance_every batches)")
+    maintenance_target_file_mb: int = Field(
+        default=32, ge=1, description="compaction leaves files of this size or more alone: it rewrites the recent "
+                                      "small files, not the whole table each time")
     vacuum_retention_hours: int = Field(
         default=24, ge=0, description="VACUUM deletes files that no table version newer than this needs: keep it "
                                       "above the longest read of one pinned version (a training run reads the "

@@ -17,7 +17,10 @@ committed skip it, and the others append it: no loss, no duplicate, in every tab
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+import logging
+import threading
+import time
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +35,8 @@ from deltalake import (
 )
 
 from oneloc.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
 
@@ -97,32 +102,98 @@ def keep_new(rows: pa.Table, offsets: Offsets) -> pa.Table:
     return rows.filter(pc.invert(old)) if pc.any(old).as_py() else rows
 
 
-def maintain(uri: str, retention_hours: float, storage_options: dict[str, str] | None = None) -> dict[str, int]:
+def maintain(uri: str, retention_hours: float, storage_options: dict[str, str] | None = None, *,
+             lock: threading.Lock | None = None, target_file_mb: int | None = None) -> dict[str, int]:
     """Compact a table's small files (OPTIMIZE, ``DeltaTable.optimize.compact``: one commit, the same
-    rows; partitions compacted each on its own) and delete the files no version newer than
-    ``retention_hours`` needs (VACUUM). Neither touches the txn actions, so the stored offsets stay.
-    Returns the table's files (active, and data files in its folder) before and after; {} if no table."""
+    rows, ``dataChange=false``; partitions compacted each on its own; files of ``target_file_mb`` or
+    more are left alone, so a compaction rewrites the recent small files, not the whole table), delete
+    the files that compactions removed and no version newer than ``retention_hours`` needs (VACUUM,
+    delta-rs's "lite" mode: only removed files, never a file an uncommitted write is making), then
+    write a log checkpoint and drop expired log files (the next reader replays only the commits after
+    it). Neither touches the txn actions, so the stored offsets stay.
+
+    Concurrent writers: an append racing a compaction is safe (the append read nothing; delta-rs
+    retries it on the next version; tests/integration/test_delta_maintenance.py). A table that is also
+    rewritten (an overwrite with a predicate, a merge) could fail its rewrite if a compaction removed
+    the files it read: pass its ``lock``, held by the writer around those commits, and the compaction
+    runs under it. Returns the table's files (active, and data files in its folder) before and after,
+    and the seconds of each step; {} if no table."""
     dt = open_table(uri, storage_options)
     if dt is None:
         return {}
     before = {"files_before": len(dt.file_uris()), "stored_files_before": _stored_files(dt)}
-    with storage_errors(uri):
-        done = dt.optimize.compact()
+    t0 = time.perf_counter()
+    target = target_file_mb * 2**20 if target_file_mb else None
+    with storage_errors(uri), (lock if lock is not None else nullcontext()):
+        dt = open_table(uri, storage_options)  # the version the lock holder left
+        done = dt.optimize.compact(target_size=target, max_concurrent_tasks=1)
+        t1 = time.perf_counter()
         dt = open_table(uri, storage_options)
         vacuumed = dt.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False)
+    t2 = time.perf_counter()
+    with storage_errors(uri):
+        dt = open_table(uri, storage_options)
+        dt.create_checkpoint()
+        dt.cleanup_metadata()
     return {**before, "files_after": len(dt.file_uris()), "stored_files_after": _stored_files(dt),
-            "compacted_away": int(done.get("numFilesRemoved", 0)), "vacuumed": len(vacuumed)}
+            "compacted_away": int(done.get("numFilesRemoved", 0)), "vacuumed": len(vacuumed),
+            "version": dt.version(), "compact_s": round(t1 - t0, 3), "vacuum_s": round(t2 - t1, 3),
+            "checkpoint_s": round(time.perf_counter() - t2, 3)}
+
+
+class Maintainer:
+    """``maintain`` of some tables in a background thread, so that it never holds up a batch: the
+    ingest job ``request``s a pass every ``ingest.maintenance_every`` batches; a pass runs the tables
+    one after the other (a request while one runs is dropped: the next comes soon). ``locks``: per
+    table uri, the lock its writer holds around rewrites (``maintain``). A pass that fails is logged
+    and counted (the tables are as before it: each step is one atomic commit); the next one retries."""
+
+    def __init__(self, uris: list[str], retention_hours: float, storage_options: dict[str, str] | None = None,
+                 locks: dict[str, threading.Lock] | None = None, target_file_mb: int | None = None):
+        self.uris, self.retention_hours, self.storage_options = uris, retention_hours, storage_options
+        self.locks, self.target_file_mb = locks or {}, target_file_mb
+        self.last: dict[str, dict] = {}   # per table name: the last ``maintain`` result
+        self.passes: list[dict] = []      # per finished pass: start (unix s), seconds, errors
+        self._thread: threading.Thread | None = None
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request(self) -> bool:
+        """Start a pass unless one is running; whether it started."""
+        if self.running():
+            return False
+        self._thread = threading.Thread(target=self._pass, name="oneloc-maintenance", daemon=True)
+        self._thread.start()
+        return True
+
+    def wait(self) -> None:
+        """Until the pass in progress (if any) is done."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def _pass(self) -> None:
+        start, t0, errors = time.time(), time.perf_counter(), []
+        for uri in self.uris:
+            name = uri.rstrip("/").rsplit("/", 1)[-1]
+            try:
+                self.last[name] = maintain(uri, self.retention_hours, self.storage_options,
+                                           lock=self.locks.get(uri), target_file_mb=self.target_file_mb)
+            except Exception as e:  # the table is as before; the next pass retries
+                log.warning("maintenance of %s failed: %s", uri, e)
+                errors.append(f"{name}: {e}")
+        self.passes.append({"start": start, "seconds": round(time.perf_counter() - t0, 3), "errors": errors})
 
 
 def _stored_files(dt: DeltaTable) -> int:
     """The data files in a table's folder: active ones plus those older versions still reference
-    (local tables; -1 on an object store, where listing would cost a request per prefix)."""
+    (not the log's checkpoints; local tables; -1 on an object store, where listing would cost a request per prefix)."""
     import os
 
     root = dt.table_uri.removeprefix("file://")
     if "://" in root:
         return -1
-    return sum(f.endswith(".parquet") for _, _, fs in os.walk(root) for f in fs)
+    return sum(f.endswith(".parquet") for d, _, fs in os.walk(root) if "_delta_log" not in d for f in fs)
 
 
 class DeltaSink:

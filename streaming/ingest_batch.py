@@ -9,22 +9,25 @@ Tables (at ``cfg.storage.table(name)``), each exactly-once on its own (see delta
   neighbor_index decayed order counts per POI and cell (one version per batch: the buckets of the
                  POIs the batch touched, streaming/index_sink.py)
   sample_history, samples, sample_state   training shards (streaming/shards.py)
-Commit order: catalog, events, dead letters, index, shards (the samples are built in a thread
-meanwhile). A crash anywhere leaves each table at a batch boundary; the restart re-reads from the
-lowest table and each table skips what it has.
+Commit order: the index first (what serving reads, and what freshness is measured by), then the
+catalog, events and dead letters; the batch's samples are built and committed by the samples lane
+(one thread, batch after batch) while the next batch runs. A crash anywhere leaves each table at a
+batch boundary; the restart re-reads from the lowest table and each table skips what it has.
+Compaction, vacuum and log checkpoints run in a thread of their own (delta_sink.Maintainer), never
+inside a batch.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from oneloc.streaming.dead_letters import dead_letter_rows, send_dead_letters
-from oneloc.streaming.delta_sink import DeltaSink, Offsets, keep_new, maintain, small_files
+from oneloc.streaming.delta_sink import DeltaSink, Maintainer, Offsets, keep_new, small_files
 from oneloc.streaming.index_sink import IndexSink
 from oneloc.streaming.neighbor_index import TABLE as INDEX_TABLE
 from oneloc.streaming.neighbor_state import positions
@@ -69,7 +72,8 @@ def project(rows: pa.Table, cols: list[str], event_date: bool) -> pa.Table:
 
 
 class BatchWriter:
-    """The Delta side of the ingest job: sinks, the known POI catalog, the index state."""
+    """The Delta side of the ingest job: sinks, the known POI catalog, the index state, the samples
+    lane and the maintenance thread."""
 
     def __init__(self, cfg, parts_of: dict[str, list[tuple[str, int]]], producer=None):
         self.cfg = cfg
@@ -93,29 +97,45 @@ class BatchWriter:
             self.shards = ShardWriter(cfg, parts_of["orders"])
         self.producer = producer
         self.dead_topic = None
-        self._pool: ThreadPoolExecutor | None = None
+        self.lane: SamplesLane | None = None
+        # Tables that are rewritten (merge, overwrite with a predicate, the sample state's compaction):
+        # their writer and the maintenance thread's compaction take turns (delta_sink.maintain).
+        rewritten = [self.sinks["pois"].uri, self.sinks[INDEX_TABLE].uri]
+        if self.shards is not None:
+            rewritten.append(self.shards.state.uri)
+        self.locks = {uri: threading.Lock() for uri in rewritten}
+        if self.shards is not None:
+            self.lane = SamplesLane(self.shards, self.locks[self.shards.state.uri], cfg.ingest.samples_max_pending_records)
+        ing = cfg.ingest
+        self.maintainer = Maintainer(self.uris(), ing.vacuum_retention_hours, so, self.locks,
+                                     ing.maintenance_target_file_mb)
         self.timings: dict[str, float] = {}  # seconds per stage of the last batch (see ``apply``)
         self.batches = 0
-        self.maintenance: dict[str, dict] = {}  # the last ``maintain``: files per table before/after
+        self._maint_at = time.monotonic()  # the last maintenance request (or the start)
 
     def starts(self) -> Offsets:
-        """Where the next batch starts: the lowest offset any table holds, per partition."""
+        """Where the next batch starts: the lowest offset any table holds, per partition (the
+        samples: the offsets of the batch in the lane, which commits before any later one)."""
         out: Offsets = {}
         sources = [s.offsets for s in self.sinks.values()]
         if self.shards is not None:
-            sources.append(self.shards.starts())
+            queued = self.lane.covered
+            sources.append({tp: max(o, queued.get(tp, o)) for tp, o in self.shards.starts().items()})
         for offs in sources:
             for tp, o in offs.items():
                 out[tp] = min(out.get(tp, o), o)
         return out
 
     def apply(self, decoded: pa.Table, covered: Offsets) -> dict[str, int]:
-        """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts.
+        """Commit one batch of decoded records (columns of streaming/decoder.py); returns row counts
+        (``samples``: of the previous batch's lane job, which this one waited for).
+        The index (what serving reads and what freshness is measured by) is committed first; the
+        samples of the batch go to the lane and are built and committed while the next batch runs.
         ``self.timings`` then holds the seconds of its stages: ``split_s`` (filters, known POIs),
-        ``index_s`` (the index state takes the batch), ``events_s`` (pois, locations, orders, dead
-        letters committed), ``index_commit_s``, ``samples_build_s`` (in a thread, overlapping the
-        previous three), ``samples_wait_s`` (the main thread waiting for it), ``samples_commit_s``, and
-        every ``ingest.maintenance_every`` batches ``maintenance_s`` (``maintain``)."""
+        ``index_s`` (the index state takes the batch), ``index_commit_s``, ``events_s`` (pois,
+        locations, orders, dead letters committed), ``samples_wait_s`` (waiting for the previous
+        batch's lane job) and that job's ``samples_build_s`` / ``samples_commit_s``; ``index_at_s``
+        is the time from the start of ``apply`` to the index commit."""
         clock = _Clock()
         ok = pc.equal(decoded["reason"], "")
         bad = decoded.filter(pc.invert(ok))  # only dead letters keep the raw bytes
@@ -138,58 +158,62 @@ class BatchWriter:
         idx_offsets = s[INDEX_TABLE].offsets
         ip = keep_new(pois, idx_offsets)
         io = keep_new(orders, idx_offsets)
-        index_changed = bool(ip.num_rows or io.num_rows)
-        if index_changed:  # the catalog into the index state first: the shards take the POIs' coordinates
+        if ip.num_rows:  # the catalog into the index state first: the samples take the POIs' coordinates
             cat = ip.select(["id", "category", "lat", "lng", "avg_spend"]).rename_columns(
                 ["poi_id", "category", "lat", "lng", "avg_spend"]).to_pandas()
             self.index.take_pois(cat)
-        # The samples are built in a thread while the index state takes the orders and the other
-        # tables commit here (numpy and the Delta writers release the GIL); they are committed last.
-        shards = None
-        if self.shards is not None:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oneloc-shards")
-            # take_orders below makes a new frame: this one stays as it is for the thread
-            shards = self._pool.submit(self._prepare_shards, orders, self.index.state)
-        try:
-            if index_changed:
-                self.index.take_orders(io.select(["poi_id", "event_time", "amount"]))
-            clock.lap("index_s")
-            new_pois = keep_new(pois, s["pois"].offsets)
-            new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
-            new_pois = _last_per_key(new_pois, "id")
-            s["pois"].upsert(project(new_pois, POI_COLS, False), "poi_id", covered)
-            n["pois"] = new_pois.num_rows
-            for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
-                rows = keep_new(rows, s[name].offsets)
-                s[name].write(project(rows, cols, True), covered, partition_by=["event_date"],
-                              writer_properties=small_files())
-                n[name] = rows.num_rows
-            dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
-            if dead.num_rows and self.producer is not None and self.dead_topic:
-                send_dead_letters(self.producer, self.dead_topic, dead)
-            s["dead_letters"].write(dead, covered)
-            n["dead_letters"] = dead.num_rows
-            clock.lap("events_s")
+        catalog = self.index.state  # take_orders makes a new frame: this one stays as it is for the lane
+        if io.num_rows:
+            self.index.take_orders(io.select(["poi_id", "event_time", "amount"]))
+        clock.lap("index_s")
+        with self.locks[s[INDEX_TABLE].uri]:
             self.index.commit(covered)  # no change: an empty append moves the offsets
-            n["index_orders"] = io.num_rows
-            clock.lap("index_commit_s")
-        except BaseException:
-            if shards is not None:
-                wait([shards])  # let the thread finish before the error propagates
-            raise
-        if shards is not None:
-            made, clock.laps["samples_build_s"] = shards.result()
+        n["index_orders"] = io.num_rows
+        clock.lap("index_commit_s")
+        index_at = clock.since_start()
+        new_pois = keep_new(pois, s["pois"].offsets)
+        new_pois = new_pois.take(pc.sort_indices(new_pois, [("offset", "ascending")]))
+        new_pois = _last_per_key(new_pois, "id")
+        with self.locks[s["pois"].uri]:
+            s["pois"].upsert(project(new_pois, POI_COLS, False), "poi_id", covered)
+        n["pois"] = new_pois.num_rows
+        for name, rows, cols in (("locations", locs, LOCATION_COLS), ("orders", orders, ORDER_COLS)):
+            rows = keep_new(rows, s[name].offsets)
+            s[name].write(project(rows, cols, True), covered, partition_by=["event_date"],
+                          writer_properties=small_files())
+            n[name] = rows.num_rows
+        dead = dead_letter_rows(keep_new(bad, s["dead_letters"].offsets))
+        if dead.num_rows and self.producer is not None and self.dead_topic:
+            send_dead_letters(self.producer, self.dead_topic, dead)
+        s["dead_letters"].write(dead, covered)
+        n["dead_letters"] = dead.num_rows
+        clock.lap("events_s")
+        if self.lane is not None:
+            # the batch's orders with their POI's lat/lng (an order has only the user's) as the catalog
+            # state has them now (NaN where it has no such POI, as a reindex gives), to the lane
+            rows = orders.select(["topic", "partition", "offset", "user_id", "poi_id", "event_time"])
+            at = positions(catalog, rows["poi_id"])
+            for c in ("lat", "lng"):
+                col = np.where(at >= 0, catalog[c].to_numpy()[np.maximum(at, 0)], np.nan) if len(at) else []
+                rows = rows.append_column(c, pa.array(col, pa.float64()))
+            clock.lap("samples_rows_s")
+            self.lane.put(rows, covered)  # waits only while the lane holds too many records
             clock.lap("samples_wait_s")
-            n["samples"] = self.shards.commit(made, covered)
-            clock.lap("samples_commit_s")
+            n["samples"] = self.lane.take_written()
         self.batches += 1
-        every = self.cfg.ingest.maintenance_every
-        if every and self.batches % every == 0:
-            self.maintain()
-            clock.lap("maintenance_s")
-        self.timings = clock.laps
+        every, secs = self.cfg.ingest.maintenance_every, self.cfg.ingest.maintenance_interval_s
+        if every and (self.batches % every == 0 or (secs and time.monotonic() - self._maint_at >= secs)):
+            self.maintainer.request()  # in its own thread: never inside a batch
+            self._maint_at = time.monotonic()
+        lane = self.lane.timings if self.lane is not None else {}
+        self.timings = {**clock.laps, **lane, "index_at_s": index_at}
         return n
+
+    def wait_samples(self) -> int:
+        """Until the samples lane has committed every batch given to it; the samples written since the
+        last count. A lane error is raised here (what it had not committed is re-read by the next run:
+        the samples table and state keep their own offsets)."""
+        return self.lane.drain() if self.lane is not None else 0
 
     def uris(self) -> list[str]:
         """Every table this writer commits to."""
@@ -198,31 +222,138 @@ class BatchWriter:
             out += self.shards.uris()
         return out
 
+    @property
+    def maintenance(self) -> dict[str, dict]:
+        """Per table, the last maintenance's files before/after and seconds (delta_sink.maintain)."""
+        return self.maintainer.last
+
     def maintain(self) -> dict[str, dict]:
-        """Compact and vacuum every table (``ingest.maintenance_every``, delta_sink.maintain); returns
-        and keeps in ``self.maintenance`` each table's files before and after."""
-        hours, so = self.cfg.ingest.vacuum_retention_hours, self.cfg.storage.storage_options
-        self.maintenance = {uri.rstrip("/").rsplit("/", 1)[-1]: maintain(uri, hours, so) for uri in self.uris()}
-        return self.maintenance
+        """Compact, vacuum and checkpoint every table now, in this thread (after a pass in progress);
+        returns each table's files before and after."""
+        self.maintainer.wait()
+        self.maintainer._pass()
+        return self.maintainer.last
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def _prepare_shards(self, orders: pa.Table, catalog) -> tuple[pa.Table, float]:
-        """The samples of a batch's orders (lat/lng = their POI's, from the catalog state; an order
-        has only the user's): ``ShardWriter.prepare``, not committed; and the seconds it took."""
-        t0 = time.perf_counter()
-        rows = orders.select(["topic", "partition", "offset", "user_id", "poi_id", "event_time"])
-        at = positions(catalog, rows["poi_id"])
-        for c in ("lat", "lng"):  # NaN where the catalog state has no such POI (as a reindex gives)
-            rows = rows.append_column(c, pa.array(np.where(at >= 0, catalog[c].to_numpy()[at], np.nan), pa.float64()))
-        return self.shards.prepare(rows), time.perf_counter() - t0
+        """Finish the samples lane (commit what it holds) and a maintenance pass in progress."""
+        try:
+            if self.lane is not None:
+                self.lane.close()
+        finally:
+            self.maintainer.wait()
 
     def flush_shards(self) -> int:
-        """Close every open trajectory of the shards (end of the stream); returns samples written."""
-        return self.shards.flush() if self.shards is not None else 0
+        """Close every open trajectory of the shards (end of the stream); returns samples written
+        (with those the lane still had)."""
+        if self.shards is None:
+            return 0
+        n = self.wait_samples()
+        with self.locks[self.shards.state.uri]:
+            return n + self.shards.flush()
+
+
+class SamplesLane:
+    """The training samples of the ingest job, built and committed by a thread of their own, so that
+    the index and the event tables of the next batches do not wait for them. The job ``put``s each
+    batch's orders with the offsets it covers; the thread takes everything queued, feeds each batch
+    to the builder in order (``ShardWriter.prepare``, one call per batch: the same samples as batch
+    by batch) and commits them in one commit with the highest offsets (``ShardWriter.commit``, the
+    sample state under ``lock``: the maintenance may compact it). When the lane falls behind it
+    commits several batches at once, so it catches up: a commit's fixed cost is paid once.
+    ``covered``: the highest offset given to the lane per partition (where the job's next read may
+    start: the lane commits everything below it, or fails and the job stops). ``put`` waits while
+    the lane holds ``max_records`` or more (memory)."""
+
+    def __init__(self, shards, lock: threading.Lock, max_records: int):
+        self.shards, self.lock, self.max_records = shards, lock, max_records
+        self.covered: Offsets = {}
+        self.timings: dict[str, float] = {}   # the last commit: samples_build_s, samples_commit_s, samples_batches
+        self._queue: list[tuple[pa.Table, Offsets]] = []
+        self._records = 0                     # in the queue and in progress
+        self._busy = False
+        self._written = 0
+        self._error: BaseException | None = None
+        self._closing = False
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def put(self, rows: pa.Table, covered: Offsets) -> None:
+        with self._cv:
+            self._raise()
+            while self._records >= self.max_records and (self._queue or self._busy) and self._error is None:
+                self._cv.wait()
+            self._raise()
+            self._queue.append((rows, covered))
+            self._records += rows.num_rows
+            self.covered = _max_offsets(self.covered, covered)
+            self._cv.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="oneloc-samples", daemon=True)
+                self._thread.start()
+
+    def take_written(self) -> int:
+        """Samples committed since the last call (raises the lane's error, if it failed)."""
+        with self._cv:
+            self._raise()
+            n, self._written = self._written, 0
+            return n
+
+    def drain(self) -> int:
+        """Until everything given is committed; then ``take_written``."""
+        with self._cv:
+            while (self._queue or self._busy) and self._error is None:
+                self._cv.wait()
+        return self.take_written()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            if self._thread is not None:
+                self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:  # as it was raised in the lane (a StorageError stays one)
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                jobs, self._queue, self._busy = self._queue, [], True
+            try:
+                t0 = time.perf_counter()
+                made = [self.shards.prepare(rows) for rows, _ in jobs]
+                made = pa.concat_tables(made).combine_chunks() if len(made) > 1 else made[0]
+                covered: Offsets = {}
+                for _, c in jobs:
+                    covered = _max_offsets(covered, c)
+                t1 = time.perf_counter()
+                with self.lock:
+                    written = self.shards.commit(made, covered)
+                timings = {"samples_build_s": t1 - t0, "samples_commit_s": time.perf_counter() - t1,
+                           "samples_batches": len(jobs)}
+            except BaseException as e:  # handed to the job's thread (put, take_written, drain raise it)
+                with self._cv:
+                    self._error, self._busy = e, False
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._busy = False
+                self._records -= sum(rows.num_rows for rows, _ in jobs)
+                self._written += written
+                self.timings = timings
+                self._cv.notify_all()
+
+
+def _max_offsets(a: Offsets, b: Offsets) -> Offsets:
+    return {**a, **{tp: max(o, a.get(tp, o)) for tp, o in b.items()}}
 
 
 class _Clock:
@@ -232,10 +363,15 @@ class _Clock:
         self.laps: dict[str, float] = {}
         self.t = time.perf_counter()
 
+        self.t0 = self.t
+
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.laps[name] = now - self.t
         self.t = now
+
+    def since_start(self) -> float:
+        return self.t - self.t0
 
 
 def _last_per_key(rows: pa.Table, key: str) -> pa.Table:
