@@ -329,8 +329,9 @@ class SamplesLane:
                 jobs, self._queue, self._busy = self._queue, [], True
             try:
                 t0 = time.perf_counter()
-                made = [self.shards.prepare(rows) for rows, _ in jobs]
-                made = pa.concat_tables(made).combine_chunks() if len(made) > 1 else made[0]
+                parts = [self.shards.prepare(rows) for rows, _ in jobs]   # (history items, samples) each
+                made = parts[0] if len(parts) == 1 else tuple(
+                    pa.concat_tables(tables).combine_chunks() for tables in zip(*parts, strict=True))
                 covered: Offsets = {}
                 for _, c in jobs:
                     covered = _max_offsets(covered, c)
