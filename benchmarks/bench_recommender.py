@@ -59,6 +59,58 @@ def decode(rec, batch, k, beam, reach):
     return rec._decode(rec.model, batch, rec.trie, k=k, beam=beam, reach=reach)
 
 
+def stages(old, new, reqs, rounds: int) -> dict:
+    """Each host-side stage of recommend_batch alone (ms, median of ``rounds``; CPU time), old and new, on the
+    same requests (all in the area): history lookup, neighbour context, batch building, trie reach, answers."""
+    from oneloc.model.batch import make_batch
+
+    now = int(time.time() * 1000)
+    times = [r.time_ms if r.time_ms is not None else now for r in reqs]
+    locs = [(r.lat, r.lng) for r in reqs]
+    nbr = np.stack([new.context.neighbors(r.lat, r.lng) for r in reqs])
+    hists = [old._history(r) for r in reqs]
+    h_items, h_times, lens, lasts = new._histories(reqs)
+    scopes = [old.scope(r.lat, r.lng) for r in reqs]
+    with torch.inference_mode():
+        batch, k, beam, reach = decode_input(new, reqs)
+        items, scores = decode(new, batch, k, beam, reach)
+    items, scores = items.numpy(), scores.float().numpy()
+
+    def old_answers():
+        for b, r in enumerate(reqs):
+            it, sc = items[b], scores[b]
+            if not hists[b][0]:
+                it, sc = old._popular(r, it, sc, scopes[b][0])
+            old._answer(r, len(hists[b][0]), hists[b][2], it, sc)
+
+    def new_answers():
+        its, scs = list(items), list(scores)
+        allowed = new._reach(reqs)[1]
+        for b, r in enumerate(reqs):
+            if not lens[b]:
+                its[b], scs[b] = new._popular(r, its[b], scs[b], allowed[b])
+        new._answers(reqs, lens, lasts, its, scs)
+
+    def old_reach():
+        sc = [old.scope(r.lat, r.lng) for r in reqs]
+        return [torch.stack([s[1][lv] for s in sc]) for lv in range(old.trie.depth)]
+
+    fs = {"old_history": lambda: [old._history(r) for r in reqs], "new_history": lambda: new._histories(reqs),
+          "neighbors": lambda: np.stack([new.context.neighbors(r.lat, r.lng) for r in reqs]),
+          "old_make_batch": lambda: make_batch(old.tok, [h[0] for h in hists], [h[1] for h in hists], times, locs,
+                                               nbr, max_len=old.max_len),
+          "new_make_batch": lambda: make_batch_arrays(new.tok, h_items, h_times, times, locs, nbr),
+          "old_reach": old_reach, "new_reach": lambda: new._reach(reqs),
+          "old_answers": old_answers, "new_answers": new_answers}
+    from oneloc.model.batch import make_batch_arrays
+
+    t = {name: [] for name in fs}
+    for _ in range(rounds):
+        for name, f in fs.items():
+            t[name].append(timed(f)[1])
+    return {name: round(1000 * statistics.median(v), 2) for name, v in t.items()}
+
+
 def timed(f) -> tuple[float, float]:
     w, c = time.perf_counter(), time.process_time()
     f()
@@ -111,6 +163,7 @@ def run(a: argparse.Namespace) -> dict:
                 o / n for o, n in zip(t["old"][m], t["new"][m], strict=True)), 3)
         row["new_host_us_per_request_cpu"] = round(1e6 * (med["new"]["cpu"] - med["decode"]["cpu"]) / bs, 1)
         row["old_host_us_per_request_cpu"] = round(1e6 * (med["old"]["cpu"] - med["decode"]["cpu"]) / bs, 1)
+        row["stages_cpu_ms"] = stages(old, new, chunk, a.rounds)
         print(row, file=sys.stderr, flush=True)
         out.append(row)
     return {"benchmark": "recommender-host", "checkpoint": a.checkpoint, "baseline_rev": a.baseline_rev,
