@@ -47,7 +47,7 @@ def decode_input(rec, reqs):
 
     items, times, _, _ = rec._histories(reqs)
     now = int(time.time() * 1000)
-    nbr = np.stack([rec.context.neighbors(r.lat, r.lng) for r in reqs])
+    nbr = rec._neighbors(reqs)
     batch = make_batch_arrays(rec.tok, items, times, [r.time_ms if r.time_ms is not None else now for r in reqs],
                               [(r.lat, r.lng) for r in reqs], nbr, device=rec.device)
     k = min(max(r.k for r in reqs), rec.num_active)
@@ -96,7 +96,8 @@ def stages(old, new, reqs, rounds: int) -> dict:
         return [torch.stack([s[1][lv] for s in sc]) for lv in range(old.trie.depth)]
 
     fs = {"old_history": lambda: [old._history(r) for r in reqs], "new_history": lambda: new._histories(reqs),
-          "neighbors": lambda: np.stack([new.context.neighbors(r.lat, r.lng) for r in reqs]),
+          "old_neighbors": lambda: np.stack([old.context.neighbors(r.lat, r.lng) for r in reqs]),
+          "new_neighbors": lambda: new._neighbors(reqs),
           "old_make_batch": lambda: make_batch(old.tok, [h[0] for h in hists], [h[1] for h in hists], times, locs,
                                                nbr, max_len=old.max_len),
           "new_make_batch": lambda: make_batch_arrays(new.tok, h_items, h_times, times, locs, nbr),

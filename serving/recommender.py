@@ -51,6 +51,7 @@ _time_of = itemgetter(1)   # an event's time
 
 SCOPE_RES = 6        # H3 resolution of the cells whose nearby places are cached (edge ~3 km)
 SCOPE_CACHE = 512    # cells kept (least recently used out)
+NBR_CACHE = 8192     # catalog-context cells kept (all dropped when full)
 
 
 def model_version(path: str | Path, extra: dict) -> str:
@@ -82,6 +83,7 @@ class Recommender:
         self.item_of = {str(p): tok.index_of(p) for p in tok.poi_ids.tolist()}  # "123" -> item index 1..N
         self.categories = served.categories
         self.area = served.area
+        self._nbr: dict[str, np.ndarray] = {}                   # cell -> the catalog context's (R, C)
         self._scopes: OrderedDict[str, tuple] = OrderedDict()   # cell -> (item_ok (N + 1,), trie.reach(item_ok))
 
     @classmethod
@@ -162,7 +164,7 @@ class Recommender:
         lens, lasts = [0] * B, [None] * B
         if self.state is None:
             return items, times, lens, lasts
-        item_of = self.item_of
+        item_of, flat, rows, cols = self.item_of, [], [], []
         for b, (r, events) in enumerate(zip(reqs, self.state.histories([r.user_id for r in reqs]), strict=True)):
             if r.time_ms is not None:       # the events are in time order: those at or before it are a prefix
                 events = events[:bisect.bisect_right(events, r.time_ms, key=_time_of)]
@@ -170,9 +172,13 @@ class Recommender:
                 continue
             lasts[b] = events[-1][0]
             known = [(i, t) for p, t in events if (i := item_of.get(p, 0))][-T:]
-            if known:
-                n = lens[b] = len(known)
-                items[b, T - n:], times[b, T - n:] = zip(*known, strict=True)
+            n = lens[b] = len(known)
+            flat += known
+            rows += [b] * n
+            cols += range(T - n, T)
+        if flat:                            # one scatter for the whole batch
+            both = np.array(flat, np.int64)
+            items[rows, cols], times[rows, cols] = both[:, 0], both[:, 1]
         return items, times, lens, lasts
 
     def _popular(self, r: RecommendationRequest, items: np.ndarray, scores: np.ndarray,
@@ -236,7 +242,7 @@ class Recommender:
         reqs = [requests[j] for j in live]
         hist_items, hist_times, lens, lasts = self._histories(reqs)
         now = int(time.time() * 1000)
-        nbr = np.stack([self.context.neighbors(r.lat, r.lng) for r in reqs])          # (B, R, C)
+        nbr = self._neighbors(reqs)                                                      # (B, R, C)
         batch = make_batch_arrays(self.tok, hist_items, hist_times,
                                   [r.time_ms if r.time_ms is not None else now for r in reqs],
                                   [(r.lat, r.lng) for r in reqs], nbr, device=self.device)
@@ -252,6 +258,21 @@ class Recommender:
         for j, answer in zip(live, self._answers(reqs, lens, lasts, items, scores), strict=True):
             out[j] = answer
         return out
+
+    def _neighbors(self, reqs: list[RecommendationRequest]) -> np.ndarray:
+        """(B, R, C) each request's neighbour context; the catalog's (fixed) context cached per H3 cell."""
+        if not isinstance(self.context, CatalogContext):
+            return np.stack([self.context.neighbors(r.lat, r.lng) for r in reqs])
+        res, cache, out = self.context.resolution, self._nbr, []
+        for r in reqs:
+            cell = h3.latlng_to_cell(r.lat, r.lng, res)
+            v = cache.get(cell)
+            if v is None:
+                if len(cache) >= NBR_CACHE:
+                    cache.clear()
+                v = cache[cell] = self.context.neighbors(r.lat, r.lng)
+            out.append(v)
+        return np.stack(out)
 
     def _reach(self, reqs: list[RecommendationRequest]) -> tuple[list | None, list[np.ndarray]]:
         """The batch's trie reach per level, (B, n) each (None: no distance limit), gathered from each
