@@ -164,7 +164,7 @@ class Recommender:
         lens, lasts = [0] * B, [None] * B
         if self.state is None:
             return items, times, lens, lasts
-        item_of, flat, rows, cols = self.item_of, [], [], []
+        item_of, flat_i, flat_t = self.item_of, [], []
         for b, (r, events) in enumerate(zip(reqs, self.state.histories([r.user_id for r in reqs]), strict=True)):
             if r.time_ms is not None:       # the events are in time order: those at or before it are a prefix
                 events = events[:bisect.bisect_right(events, r.time_ms, key=_time_of)]
@@ -172,13 +172,17 @@ class Recommender:
                 continue
             lasts[b] = events[-1][0]
             known = [(i, t) for p, t in events if (i := item_of.get(p, 0))][-T:]
-            n = lens[b] = len(known)
-            flat += known
-            rows += [b] * n
-            cols += range(T - n, T)
-        if flat:                            # one scatter for the whole batch
-            both = np.array(flat, np.int64)
-            items[rows, cols], times[rows, cols] = both[:, 0], both[:, 1]
+            if known:
+                lens[b] = len(known)
+                i, t = zip(*known, strict=True)
+                flat_i += i
+                flat_t += t
+        if flat_i:                          # one scatter for the whole batch: row b's events end at column T - 1
+            n = np.asarray(lens)
+            rows = np.repeat(np.arange(B), n)
+            cols = np.arange(len(flat_i)) - np.repeat(np.cumsum(n) - T, n)
+            items[rows, cols] = np.array(flat_i, np.int64)
+            times[rows, cols] = np.array(flat_t, np.int64)
         return items, times, lens, lasts
 
     def _popular(self, r: RecommendationRequest, items: np.ndarray, scores: np.ndarray,
