@@ -25,17 +25,19 @@ per request, the trie nodes that lead to one, cached per H3 cell; 0 = anywhere),
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import time
 from collections import OrderedDict
+from operator import itemgetter
 from pathlib import Path
 
 import h3
 import numpy as np
 import torch
 
-from oneloc.model.batch import make_batch
+from oneloc.model.batch import make_batch_arrays
 from oneloc.model.beam_search import beam_search, beam_search_bf16, serving_copy
 from oneloc.model.checkpoint import CheckpointError, load_checkpoint
 from oneloc.model.geo import CatalogContext, haversine_km
@@ -43,10 +45,13 @@ from oneloc.model.new_places import with_item_codes
 from oneloc.model.trie import Trie
 from oneloc.serving.catalog import ServedCatalog, served_catalog
 from oneloc.serving.config import use_bf16
-from oneloc.serving.schemas import ErrorBody, Item, RecommendationRequest, RecommendationResponse
+from oneloc.serving.schemas import ErrorBody, RecommendationRequest, RecommendationResponse
+
+_time_of = itemgetter(1)   # an event's time
 
 SCOPE_RES = 6        # H3 resolution of the cells whose nearby places are cached (edge ~3 km)
 SCOPE_CACHE = 512    # cells kept (least recently used out)
+NBR_CACHE = 8192     # catalog-context cells kept (all dropped when full)
 
 
 def model_version(path: str | Path, extra: dict) -> str:
@@ -75,8 +80,10 @@ class Recommender:
         self.max_len = model.cfg.max_history
         self.key = {str(p): p for p in tok.poi_ids.tolist()}                 # "123" -> the tokenizer's id
         self.ids = [str(p) for p in tok.poi_ids.tolist()]                    # item index - 1 -> poi_id
+        self.item_of = {str(p): tok.index_of(p) for p in tok.poi_ids.tolist()}  # "123" -> item index 1..N
         self.categories = served.categories
         self.area = served.area
+        self._nbr: dict[str, np.ndarray] = {}                   # cell -> the catalog context's (R, C)
         self._scopes: OrderedDict[str, tuple] = OrderedDict()   # cell -> (item_ok (N + 1,), trie.reach(item_ok))
 
     @classmethod
@@ -148,11 +155,35 @@ class Recommender:
             self._scopes.move_to_end(cell)
         return hit
 
-    def _history(self, r: RecommendationRequest) -> tuple[list, list[int], str | None]:
-        """The user's events before the request time, of POIs the model knows: (ids, times, last poi)."""
-        events = self.state.history(r.user_id, before_ms=r.time_ms) if self.state is not None else []
-        known = [(self.key[p], t) for p, t in events if p in self.key][-self.max_len:]
-        return [p for p, _ in known], [t for _, t in known], (events[-1][0] if events else None)
+    def _histories(self, reqs: list[RecommendationRequest]) -> tuple[np.ndarray, np.ndarray, list, list]:
+        """The users' events before each request time, of POIs the model knows, as the batch's left-padded
+        arrays: items (B, T) item indices (0 = padding), times (B, T), and per request the events read and
+        the last event's POI (of all events before the time, known or not)."""
+        B, T = len(reqs), self.max_len
+        items, times = np.zeros((B, T), np.int64), np.zeros((B, T), np.int64)
+        lens, lasts = [0] * B, [None] * B
+        if self.state is None:
+            return items, times, lens, lasts
+        item_of, flat_i, flat_t = self.item_of, [], []
+        for b, (r, events) in enumerate(zip(reqs, self.state.histories([r.user_id for r in reqs]), strict=True)):
+            if r.time_ms is not None:       # the events are in time order: those at or before it are a prefix
+                events = events[:bisect.bisect_right(events, r.time_ms, key=_time_of)]
+            if not events:
+                continue
+            lasts[b] = events[-1][0]
+            known = [(i, t) for p, t in events if (i := item_of.get(p, 0))][-T:]
+            if known:
+                lens[b] = len(known)
+                i, t = zip(*known, strict=True)
+                flat_i += i
+                flat_t += t
+        if flat_i:                          # one scatter for the whole batch: row b's events end at column T - 1
+            n = np.asarray(lens)
+            rows = np.repeat(np.arange(B), n)
+            cols = np.arange(len(flat_i)) - np.repeat(np.cumsum(n) - T, n)
+            items[rows, cols] = np.array(flat_i, np.int64)
+            times[rows, cols] = np.array(flat_t, np.int64)
+        return items, times, lens, lasts
 
     def _popular(self, r: RecommendationRequest, items: np.ndarray, scores: np.ndarray,
                  allowed: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -174,18 +205,30 @@ class Recommender:
         ranked = sorted(mix.items(), key=lambda kv: -kv[1])
         return np.array([i for i, _ in ranked]), np.log(np.maximum([p for _, p in ranked], 1e-300))
 
-    def _answer(self, r: RecommendationRequest, hist_len: int, last: str | None, items, scores):
-        keep = items > 0
-        items, scores = items[keep][: r.k], scores[keep][: r.k]
-        lat, lng = self.tok.lat[items - 1], self.tok.lng[items - 1]
-        dist = haversine_km(r.lat, r.lng, lat, lng) * 1000.0
-        codes = self.tok.codes[items - 1].tolist()
-        out = [Item(poi_id=self.ids[i - 1], category=self.categories[i - 1], lat=float(a), lng=float(b),
-                    distance_m=round(float(d), 1), score=float(s), semantic_id=c)
-               for i, a, b, d, s, c in zip(items.tolist(), lat, lng, dist, scores, codes, strict=True)]
-        return RecommendationResponse(user_id=r.user_id, model_version=self.version,
-                                      strategy="history" if hist_len else "popular", history_len=hist_len,
-                                      last_poi_id=last, items=out)
+    def _answers(self, reqs: list[RecommendationRequest], lens: list[int], lasts: list, items: list[np.ndarray],
+                 scores: list[np.ndarray]) -> list[RecommendationResponse]:
+        """The responses: each request's first k real items; locations, distances and codes gathered for the
+        whole batch at once; each response validated at once from plain dicts (pydantic-core: cheaper than
+        an ``Item`` object each)."""
+        keep = [it > 0 for it in items]
+        items = [it[m][: r.k] for it, m, r in zip(items, keep, reqs, strict=True)]
+        scores = [sc[m][: r.k].tolist() for sc, m, r in zip(scores, keep, reqs, strict=True)]
+        n = [len(it) for it in items]
+        flat = np.concatenate(items) - 1
+        lat, lng = self.tok.lat[flat], self.tok.lng[flat]
+        dist = (haversine_km(np.repeat([r.lat for r in reqs], n), np.repeat([r.lng for r in reqs], n), lat, lng)
+                * 1000.0).tolist()
+        rows = list(zip(flat.tolist(), lat.tolist(), lng.tolist(), dist, self.tok.codes[flat].tolist(), strict=True))
+        ids, cats, out, at = self.ids, self.categories, [], 0
+        for r, hist_len, last, sc, m in zip(reqs, lens, lasts, scores, n, strict=True):
+            its = [{"poi_id": ids[i], "category": cats[i], "lat": a, "lng": b, "distance_m": round(d, 1),
+                    "score": s, "semantic_id": c} for (i, a, b, d, c), s in zip(rows[at:at + m], sc, strict=True)]
+            at += m
+            out.append(RecommendationResponse.model_validate(
+                {"user_id": r.user_id, "model_version": self.version,
+                 "strategy": "history" if hist_len else "popular", "history_len": hist_len, "last_poi_id": last,
+                 "items": its}))
+        return out
 
     @torch.inference_mode()
     def recommend_batch(self, requests: list[RecommendationRequest]) -> list[RecommendationResponse | ErrorBody]:
@@ -201,26 +244,55 @@ class Recommender:
         if not live:
             return out
         reqs = [requests[j] for j in live]
-        hists = [self._history(r) for r in reqs]
+        hist_items, hist_times, lens, lasts = self._histories(reqs)
         now = int(time.time() * 1000)
-        nbr = np.stack([self.context.neighbors(r.lat, r.lng) for r in reqs])          # (B, R, C)
-        batch = make_batch(self.tok, [h[0] for h in hists], [h[1] for h in hists],
-                           [r.time_ms if r.time_ms is not None else now for r in reqs],
-                           [(r.lat, r.lng) for r in reqs], nbr, max_len=self.max_len, device=self.device)
+        nbr = self._neighbors(reqs)                                                      # (B, R, C)
+        batch = make_batch_arrays(self.tok, hist_items, hist_times,
+                                  [r.time_ms if r.time_ms is not None else now for r in reqs],
+                                  [(r.lat, r.lng) for r in reqs], nbr, device=self.device)
         k = min(max(r.k for r in reqs), self.num_active)
-        scopes = [self.scope(r.lat, r.lng) for r in reqs]
-        reach = None if scopes[0][1] is None else [torch.stack([s[1][lv] for s in scopes])   # per level (B, n)
-                                                   for lv in range(self.trie.depth)]
+        reach, allowed = self._reach(reqs)
         items, scores = self._decode(self.model, batch, self.trie, k=k, beam=max(self.cfg.serve.beam or 2 * k, k),
                                      reach=reach)
         items, scores = items.cpu().numpy(), scores.cpu().float().numpy()               # (B, k) each
-        for b, (j, r) in enumerate(zip(live, reqs, strict=True)):
-            ids, times, last = hists[b]
-            it, sc = items[b], scores[b]
-            if not ids:
-                it, sc = self._popular(r, it, sc, scopes[b][0])
-            out[j] = self._answer(r, len(ids), last, it, sc)
+        items, scores = list(items), list(scores)
+        for b, r in enumerate(reqs):
+            if not lens[b]:
+                items[b], scores[b] = self._popular(r, items[b], scores[b], allowed[b])
+        for j, answer in zip(live, self._answers(reqs, lens, lasts, items, scores), strict=True):
+            out[j] = answer
         return out
+
+    def _neighbors(self, reqs: list[RecommendationRequest]) -> np.ndarray:
+        """(B, R, C) each request's neighbour context; the catalog's (fixed) context cached per H3 cell."""
+        if not isinstance(self.context, CatalogContext):
+            return np.stack([self.context.neighbors(r.lat, r.lng) for r in reqs])
+        res, cache, out = self.context.resolution, self._nbr, []
+        for r in reqs:
+            cell = h3.latlng_to_cell(r.lat, r.lng, res)
+            v = cache.get(cell)
+            if v is None:
+                if len(cache) >= NBR_CACHE:
+                    cache.clear()
+                v = cache[cell] = self.context.neighbors(r.lat, r.lng)
+            out.append(v)
+        return np.stack(out)
+
+    def _reach(self, reqs: list[RecommendationRequest]) -> tuple[list | None, list[np.ndarray]]:
+        """The batch's trie reach per level, (B, n) each (None: no distance limit), gathered from each
+        distinct scope once, and each request's allowed items."""
+        scopes, row, uniq = [], {}, []
+        for r in reqs:
+            s = self.scope(r.lat, r.lng)
+            if id(s) not in row:
+                row[id(s)] = len(uniq)
+                uniq.append(s)
+            scopes.append(row[id(s)])
+        allowed = [uniq[i][0] for i in scopes]
+        if uniq[0][1] is None:
+            return None, allowed
+        pick = torch.tensor(scopes, device=self.device)
+        return [torch.stack([s[1][lv] for s in uniq])[pick] for lv in range(self.trie.depth)], allowed
 
 
 class _IndexContext:

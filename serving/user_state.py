@@ -64,6 +64,11 @@ class UserState:
             items = [e for e in items if e[1] <= before_ms]
         return items
 
+    def histories(self, user_ids: list[str]) -> list[list[tuple[str, int]]]:
+        """Each user's events, oldest first, all read under one lock (a batch's histories)."""
+        with self._lock:
+            return [list(q) if (q := self._events.get(u)) else [] for u in user_ids]
+
     @property
     def num_users(self) -> int:
         return len(self._events)

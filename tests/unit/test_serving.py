@@ -164,6 +164,61 @@ def test_recommend_batch_history_and_popular(ckpt):
     assert [i.score for i in alone.items] == pytest.approx([i.score for i in b.items], abs=1e-4)
 
 
+def test_batch_answers_equal_each_request_alone_and_are_valid_responses(ckpt):
+    state = UserState(max_len=8)
+    for i, p in enumerate([5, 17, 42, 99, 7, 3, 250, 18, 60, 61]):   # more events than the model reads
+        state.add("alice", str(p), 1_000_000 + 1000 * i)
+    state.add("carol", "unknown-poi", 1_000_000)                      # only an unknown POI: popular path
+    state.add("dave", "12", 2_000_000)
+    rec = _recommender(ckpt, state)
+    reqs = [RecommendationRequest(user_id="alice", lat=40.75, lng=-73.98, k=10),
+            RecommendationRequest(user_id="bob", lat=40.72, lng=-74.0, k=3),
+            RecommendationRequest(user_id="alice", lat=40.71, lng=-74.01, k=4, time_ms=1_004_500),
+            RecommendationRequest(user_id="carol", lat=40.75, lng=-73.98, k=6),
+            RecommendationRequest(user_id="u", lat=48.85, lng=2.35, k=3),          # outside the area
+            RecommendationRequest(user_id="dave", lat=40.78, lng=-73.95, k=5, time_ms=1_999_999),
+            RecommendationRequest(user_id="dave", lat=40.78, lng=-73.95, k=5)]
+    batch = rec.recommend_batch(reqs)
+    assert [(a.strategy, a.history_len, a.last_poi_id) for a in batch if isinstance(a, RecommendationResponse)] == [
+        ("history", 8, "61"), ("popular", 0, None), ("history", 3, "7"), ("popular", 0, "unknown-poi"),
+        ("popular", 0, None), ("history", 1, "12")]
+    assert isinstance(batch[4], ErrorBody) and batch[4].field == "location"
+    for r, a in zip(reqs, batch, strict=True):
+        alone = rec.recommend_batch([r])[0]
+        assert type(alone) is type(a)
+        if isinstance(a, ErrorBody):
+            assert alone == a
+            continue
+        # what the HTTP answer is made of: the JSON validates and reads back as the same response
+        assert RecommendationResponse.model_validate_json(a.model_dump_json()) == a
+        assert a.model_dump(exclude={"items"}) == alone.model_dump(exclude={"items"})
+        assert [i.poi_id for i in a.items] == [i.poi_id for i in alone.items]
+        assert [i.score for i in a.items] == pytest.approx([i.score for i in alone.items], abs=1e-4)
+
+
+def test_make_batch_arrays_equals_make_batch():
+    from oneloc.model.batch import make_batch, make_batch_arrays
+
+    tok = _tokenizer()
+    rng = np.random.default_rng(3)
+    T, lens = 8, [0, 3, 8, 1]
+    hists = [tok.poi_ids[rng.integers(0, N, n)].tolist() for n in lens]
+    ts = [sorted(rng.integers(10**9, 2 * 10**9, n).tolist()) for n in lens]
+    now = [2 * 10**9 + 5] * len(lens)
+    locs = np.stack([40.7 + rng.random(len(lens)) * 0.1, -74.0 + rng.random(len(lens)) * 0.1], 1)
+    nbr = rng.random((len(lens), 7, CTX)).astype(np.float32)
+    items, times = np.zeros((len(lens), T), np.int64), np.zeros((len(lens), T), np.int64)
+    for b, (h, t) in enumerate(zip(hists, ts, strict=True)):
+        if h:
+            items[b, T - len(h):] = [tok.index_of(p) for p in h]
+            times[b, T - len(h):] = t
+    want = make_batch(tok, hists, ts, now, locs, nbr, max_len=T)
+    got = make_batch_arrays(tok, items, times, now, locs, nbr)
+    assert want.keys() == got.keys()
+    for key in want:
+        assert want[key].dtype == got[key].dtype and torch.equal(want[key], got[key]), key
+
+
 def test_popular_path_follows_the_neighbourhood_orders(ckpt):
     cfg = load_config()
     tok = _tokenizer()
