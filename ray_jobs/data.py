@@ -218,6 +218,21 @@ def rolling_split(samples: pd.DataFrame, shards) -> tuple[pd.DataFrame, pd.DataF
     return train, val, train_end
 
 
+def read_rolling(dt, cfg) -> pd.DataFrame:
+    """The rows of the samples table (a ``DeltaTable``) that a rolling split uses: all of them, or with
+    ``train.window_hours`` only the training window and what follows it (the filter is applied while
+    reading: the driver never holds the older rows)."""
+    rows = None
+    if cfg.train.window_hours:
+        import pyarrow.compute as pc
+
+        ts = dt.to_pyarrow_table(columns=["target_ts"])["target_ts"]
+        if len(ts):
+            end, _ = cfg.shards.window_cutoffs(int(pc.max(ts).as_py()))
+            rows = [("target_ts", ">=", end - int(cfg.train.window_hours * 3_600_000))]
+    return dt.to_pandas(filters=rows)
+
+
 def prepare(cfg, source: str | None = None) -> TrainData:
     """Training and validation samples and the POI catalog of the configured source: "delta" (the
     ingested tables, pinned), "dataset" (the offline dataset adapter) or "auto" (Delta; a ConfigError
@@ -243,7 +258,7 @@ def prepare(cfg, source: str | None = None) -> TrainData:
             from deltalake import DeltaTable
 
             train, val, train_end = rolling_split(
-                DeltaTable(uri, version=version, storage_options=so or None).to_pandas(), cfg.shards)
+                read_rolling(DeltaTable(uri, version=version, storage_options=so or None), cfg), cfg.shards)
         else:
             (train, val), train_end = (read_delta_split(uri, version, s, so) for s in ("train", "val")), NEVER_MS
         if cfg.train.val_source == "dataset":    # explicit: the NYC benchmark's validation split
