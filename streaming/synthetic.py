@@ -6,6 +6,12 @@ currency). Nothing here is Foursquare.
     produce(cfg, iter_city_events(CITIES["lisbon"], n_pois=50_000, n_users=10_000, days=300))   # streamed
     live_events([e for e in events if e[2] != "Poi"])   # the visits looped forever, fresh ids, event_time = now
     python -m oneloc.streaming.synthetic --city lisbon --pois 200 --users 50 --days 14 --seed 7
+    for chunk in encoded_events(draw_cities([CITIES["lisbon"], CITIES["kyoto"]], n_pois=50_000, n_users=10_000,
+                                            days=30)): ...   # (role, key bytes, value bytes): the scale runs' path
+
+``draw_city`` makes every draw as arrays (``iter_city_events`` turns them into records); ``encoded_events``
+writes the same records' bytes directly (the codec's exact bytes, ~250k records/s in one process), several
+cities merged by time (city ``i`` drawn with ``seed + i``): benchmarks/bench_e2e.py produces 100x NYC with it.
 
 The model of the city (every draw from one ``numpy`` generator seeded by ``seed``):
 - neighbourhoods: ``n_hoods`` centres spread over ``radius_km``; each place sits near one (Gaussian,
