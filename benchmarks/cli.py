@@ -10,7 +10,7 @@ import importlib
 from oneloc.benchmarks._emit import emit
 from oneloc.config import OneLocConfig
 
-BENCHMARKS = ("produce", "ingest", "model", "train", "serve", "scale", "index")
+BENCHMARKS = ("produce", "ingest", "model", "train", "serve", "scale", "index", "e2e")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=0, help="workload size (benchmark-specific default)")
     p.add_argument("--rounds", type=int, default=0, help="repetitions (benchmark-specific default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (model/train benchmarks)")
-    p.add_argument("--sizes", default="default", help="model sizes, comma-separated (model/train benchmarks); scale, index: data sizes x NYC, e.g. 1,10")
+    p.add_argument("--sizes", default="default", help="model sizes, comma-separated (model/train benchmarks); scale, index, e2e: data sizes x NYC, e.g. 1,10")
     p.add_argument("--sustain-rate", type=float, default=0.0,
                    help="ingest: instead, freshness while a producer sustains this many events/s (benchmarks/sustain.py)")
     p.add_argument("--sustain-s", type=float, default=60.0, help="ingest --sustain-rate: seconds of producing")
@@ -26,11 +26,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ingest --sustain-rate: the producer's client (benchmarks/sustain.py)")
     p.add_argument("--window-s", type=float, default=0.0,
                    help="ingest --sustain-rate: report window (0: sustain-s / 20, at least 5 s)")
+    p.add_argument("--stages", default="all",
+                   help="e2e: comma-separated stages (produce,ingest,tokenizer,train,serve); without produce, the "
+                        "size's earlier folder is reused and its other results kept")
     p.add_argument("--out", default="", help="also write the JSON here")
 
 
 def run(cfg: OneLocConfig, args: argparse.Namespace) -> int:
-    if args.which == "produce" or args.which == "ingest":
+    if args.which in ("produce", "ingest", "e2e"):
         from oneloc.infra.kafka.embedded import ensure_running
         from oneloc.infra.topics import apply_topics
 

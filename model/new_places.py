@@ -36,6 +36,7 @@ from oneloc.model.semantic_ids import SemanticIdTokenizer
 from oneloc.model.transitions import TransitionLog
 
 CHUNK = 256  # new places scored against every prefix at once
+NEAREST = 64  # prefixes ranked per new place before the whole row is (rarely) sorted
 
 
 def category_ids_of(tok: SemanticIdTokenizer, ids, labels) -> dict[str, int]:
@@ -80,6 +81,19 @@ def extend_transitions(log: TransitionLog, added: int) -> TransitionLog:
     return TransitionLog(succ, pairs, log.stamps)
 
 
+def _nearest_with_room(row: np.ndarray, few: np.ndarray | None, used: list[set], room: int) -> int | None:
+    """The nearest prefix (ties: the lower index, as a stable sort of the row) with a free last code."""
+    if few is not None:
+        few = few[np.lexsort((few, row[few]))]
+        cut = row[few[-1]]
+        for g in few.tolist():
+            if row[g] >= cut:
+                break                                    # a tie at the cut may hide a lower index: sort the row
+            if len(used[g]) < room:
+                return g
+    return next((int(g) for g in np.argsort(row, kind="stable") if len(used[g]) < room), None)
+
+
 def add_places(tok: SemanticIdTokenizer, cfg: ModelConfig, ids, category, lat, lng) -> tuple[SemanticIdTokenizer, list]:
     """The tokenizer with the new places appended (module docstring), and the ids left without an ID.
     ``category``: the tokenizer's category ids (``category_ids_of``; 0 = unknown); ids already known are
@@ -114,9 +128,11 @@ def add_places(tok: SemanticIdTokenizer, cfg: ModelConfig, ids, category, lat, l
     sq = (means * means).sum(1)
     for start in range(0, len(new), CHUNK):
         dist = sq[None] - 2.0 * new[start:start + CHUNK] @ means.T                      # (chunk, prefixes)
-        near = np.argsort(dist, 1, kind="stable")                                     # nearest first
+        # the NEAREST nearest prefixes of each row first (argpartition: O(prefixes), not a sort of all of them);
+        # the whole row is sorted only when none of them is certain (no room, or a tie at the cut)
+        few = np.argpartition(dist, NEAREST - 1, 1)[:, :NEAREST] if dist.shape[1] > NEAREST else None
         for r, j in enumerate(range(start, min(start + CHUNK, len(new)))):
-            g = next((int(g) for g in near[r] if len(used[g]) < room), None)
+            g = _nearest_with_room(dist[r], None if few is None else few[r], used, room)
             if g is None:
                 left.append(ids[j])
                 continue

@@ -33,6 +33,9 @@ class TrainConfig(Section):
     context: Literal["catalog", "index"] = Field(
         default="catalog", description="location context: from the POI catalog, or the live neighbor index")
     min_n_in_traj: int = Field(default=0, description="drop training samples with fewer in-trajectory items")
+    window_hours: float = Field(default=0, description="rolling policy, Delta source: train on the samples of "
+                                "this many hours before the validation window only (0 = all); the driver then "
+                                "reads only those rows and the validation window, not the whole samples table")
     epochs: int = 5
     max_steps: int = Field(default=0, description="stop after this many optimizer steps (0 = no limit)")
     batch_size: int = Field(default=128, description="per worker")

@@ -211,6 +211,20 @@ def rolling_split(samples: pd.DataFrame, shards) -> tuple[pd.DataFrame, pd.DataF
     return train, val, train_end
 
 
+def window_filter(dt, cfg) -> list | None:
+    """With ``train.window_hours``, the read filter that keeps only the training window and what follows
+    it (applied while reading: the driver never holds the older rows); None = every row."""
+    if not cfg.train.window_hours:
+        return None
+    import pyarrow.compute as pc
+
+    ts = dt.to_pyarrow_table(columns=["target_ts"])["target_ts"]
+    if not len(ts):
+        return None
+    end, _ = cfg.shards.window_cutoffs(int(pc.max(ts).as_py()))
+    return [("target_ts", ">=", end - int(cfg.train.window_hours * 3_600_000))]
+
+
 def prepare(cfg, source: str | None = None) -> TrainData:
     """Training and validation samples and the POI catalog of the configured source: "delta" (the
     ingested tables, pinned), "dataset" (the offline dataset adapter) or "auto" (Delta; a ConfigError
@@ -237,7 +251,7 @@ def prepare(cfg, source: str | None = None) -> TrainData:
         catalog = read_catalog(cfg)          # read after the samples' version: it holds all their POIs
         tag = f"delta:{uri}@{version};pois@{catalog.version}"
         if cfg.shards.policy == "rolling":
-            train, val, train_end = rolling_split(read_frame(dt, hist), cfg.shards)
+            train, val, train_end = rolling_split(read_frame(dt, hist, filters=window_filter(dt, cfg)), cfg.shards)
         else:
             (train, val), train_end = (read_frame(dt, hist, s) for s in ("train", "val")), NEVER_MS
         if cfg.train.val_source == "dataset":    # explicit: the NYC benchmark's validation split

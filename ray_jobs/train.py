@@ -98,7 +98,8 @@ def train_dataset(cfg, data, seed: int):
         ds = ray.data.read_delta(data.delta_uri, version=data.delta_version,
                                  storage_options=cfg.storage.storage_options or None)
         if data.train_end_ms < NEVER_MS:                 # rolling: every row is a sample; older ones train
-            ds = ds.filter(expr=f"target_ts < {int(data.train_end_ms)}")
+            lo = int(data.train_end_ms - cfg.train.window_hours * 3_600_000) if cfg.train.window_hours else None
+            ds = ds.filter(expr=f"target_ts < {int(data.train_end_ms)}" + (f" and target_ts >= {lo}" if lo else ""))
         elif "split" in ds.schema().names:
             ds = ds.filter(expr="split == 'train'")
         from oneloc.streaming.sample_reader import ray_rebuild

@@ -109,10 +109,12 @@ def open_samples(uri: str, storage_options: dict | None = None, version: int | N
     return dt
 
 
-def read_frame(samples, histories: Histories, split: str | None = None) -> pd.DataFrame:
-    """The rows of ``samples`` (``open_samples``; one split, or all) as pandas with the histories
-    rebuilt: ids as strings, ``hist_poi`` object arrays, ``hist_ts`` int64 arrays."""
-    table = samples.to_pyarrow_table(filters=[("split", "=", split)] if split else None)
+def read_frame(samples, histories: Histories, split: str | None = None, filters: list | None = None) -> pd.DataFrame:
+    """The rows of ``samples`` (``open_samples``; one split, or all; ``filters``: more DNF conditions,
+    applied while reading) as pandas with the histories rebuilt: ids as strings, ``hist_poi`` object
+    arrays, ``hist_ts`` int64 arrays."""
+    rows = ([("split", "=", split)] if split else []) + (filters or [])
+    table = samples.to_pyarrow_table(filters=rows or None)
     return histories.rebuild(table).to_pandas()
 
 

@@ -60,3 +60,30 @@ def test_live_events_loop_the_visits_with_fresh_ids_and_times():
         reg.encode(schema, rec)                                          # still valid records
     with pytest.raises(ValueError, match="not Poi"):
         next(live_events(city_events(CITIES["lisbon"], n_pois=5, n_users=1, days=1, seed=1)))
+
+
+def test_encoded_events_are_the_codecs_bytes_of_the_records_merged_by_time():
+    """The fast path (``draw_cities`` + ``encoded_events``, the scale runs' producer) sends exactly what the
+    project's codec makes of ``iter_city_events``'s records: every city's catalog, the visits of all cities
+    merged by time (a UserLocation before its Order), then the closed places; any chunk size."""
+    from oneloc.streaming.synthetic import draw_cities, encoded_events, iter_city_events
+
+    cities, end = [CITIES["lisbon"], CITIES["kyoto"], CITIES["porto"]], 1_767_225_600_000
+    kw = dict(n_pois=40, n_users=9, days=4, closed=0.1, end_ms=end)
+    per_city = [list(iter_city_events(c, seed=3 + i, **kw)) for i, c in enumerate(cities)]
+    reg = registry()
+    catalog = [e for ev in per_city for e in ev if e[2] == "Poi" and e[3]["active"]]
+    closed = [e for ev in per_city for e in ev if e[2] == "Poi" and not e[3]["active"]]
+    visits = sorted(((e[3]["event_time"], i, n) for i, ev in enumerate(per_city)
+                     for n, e in enumerate(x for x in ev if x[2] != "Poi")))
+    plain = [[x for x in ev if x[2] != "Poi"] for ev in per_city]
+    want = [(r, k.encode(), reg.encode(s, rec)) for r, k, s, rec in
+            catalog + [plain[i][n] for _, i, n in visits] + closed]
+    for chunk in (7, 1000):
+        got = [x for c in encoded_events(draw_cities(cities, seed=3, **kw), chunk=chunk) for x in c]
+        assert got == want
+    assert {e[1][:2] for e in want} == {b"lx", b"ky", b"po"} and len(closed) == 12
+    assert [r for r, _, _ in want[120:124]] == ["user-locations", "orders"] * 2
+    # the same draws as the plain generator; another seed, other visits
+    other = [x for c in encoded_events(draw_cities(cities, seed=4, **kw)) for x in c]
+    assert other != want and len(other) > 0

@@ -66,3 +66,29 @@ def test_a_sample_state_of_another_policy_or_of_the_one_row_format_is_refused(tm
     write_deltalake(cfg.storage.table(STATE), old, mode="overwrite", schema_mode="overwrite")
     with pytest.raises(ConfigError, match="one-row sample state"):
         ShardWriter(cfg, parts)
+
+
+def test_a_training_window_reads_only_its_rows_and_what_follows(tmp_path):
+    """``train.window_hours``: the driver reads the samples of that many hours before the validation
+    window (and the windows after it), not the whole table; 0 reads everything."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from oneloc.config import load_config
+    from oneloc.ray_jobs.data import window_filter
+
+    def read_rolling(dt, cfg):   # what prepare reads: the samples with the window's filter
+        return dt.to_pandas(filters=window_filter(dt, cfg))
+
+    end = int(time.time() * 1000)
+    ts = end - np.arange(48)[::-1] * H
+    write_deltalake(str(tmp_path / "s"), pa.table({"target_ts": ts, "target_poi": [f"p{i % 4}" for i in range(48)]}))
+    dt = DeltaTable(str(tmp_path / "s"))
+    cfg = load_config(overrides=["shards.val_window_hours=10", "shards.test_window_hours=2", "train.window_hours=5"])
+    got = read_rolling(dt, cfg)
+    train, val, train_end = rolling_split(got, cfg.shards)
+    assert train_end == end + 1 - 12 * H and len(got) == 5 + 12
+    assert len(train) == 5
+    assert sorted(train["target_ts"]) == sorted(ts[(ts < train_end) & (ts >= train_end - 5 * H)])
+    assert len(val) == 10
+    assert len(read_rolling(dt, load_config(overrides=["train.window_hours=0"]))) == 48
