@@ -145,7 +145,9 @@ class BatchWriter:
         locs = decoded.select(_columns(LOCATION_COLS)).filter(pc.and_(ok, pc.equal(schema, "UserLocation")))
         self.known |= set(pois["id"].to_pylist())
         is_order = pc.and_(ok, pc.equal(schema, "Order"))
-        known = pc.fill_null(pc.is_in(decoded["poi_id"], pa.array(sorted(self.known), pa.string())), False)
+        # O(batch), not O(catalog): the batch's distinct POI ids looked up in the known set
+        named = [p for p in pc.unique(decoded["poi_id"]).to_pylist() if p in self.known]
+        known = pc.fill_null(pc.is_in(decoded["poi_id"], pa.array(named, pa.string())), False)
         orders = decoded.select(_columns(ORDER_COLS)).filter(pc.and_(is_order, known))
         unknown = decoded.filter(pc.and_(is_order, pc.invert(known)))
         if unknown.num_rows:
