@@ -25,19 +25,22 @@ class Trie:
         codes = np.asarray(codes, dtype=np.int64)
         n, depth = codes.shape
         items = np.arange(1, n + 1) if keep is None else np.flatnonzero(np.asarray(keep, bool)) + 1
-        rows = codes[items - 1]
-        node_of: list[dict[tuple, int]] = [{(): 0}] + [{} for _ in range(depth)]
-        for row in rows:  # number the nodes of each depth in order of first appearance
-            for d in range(1, depth):
-                node_of[d].setdefault(tuple(row[:d]), len(node_of[d]))
+        rows = codes[items - 1]                                            # (M, L)
+        # node of each row at each depth: its prefix of d codes, numbered in order of first appearance
+        node, count, key = [np.zeros(len(rows), np.int64)], [1], np.zeros(len(rows), np.int64)
+        for d in range(1, depth):
+            key = key * codebook_sizes[d - 1] + rows[:, d - 1]              # the prefix as one integer
+            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            rank = np.empty(len(first), np.int64)
+            rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+            node.append(rank[inv.reshape(-1)])
+            count.append(len(first))
         valid, child = [], []
         for d in range(depth):
-            ch = torch.full((len(node_of[d]), codebook_sizes[d]), -1, dtype=torch.long)
-            for item, row in zip(items.tolist(), rows, strict=True):
-                target = item if d == depth - 1 else node_of[d + 1][tuple(row[:d + 1])]
-                ch[node_of[d][tuple(row[:d])], row[d]] = target
-            child.append(ch)
-            valid.append(ch >= 0)
+            ch = np.full((count[d], codebook_sizes[d]), -1, np.int64)
+            ch[node[d], rows[:, d]] = items if d == depth - 1 else node[d + 1]
+            child.append(torch.from_numpy(ch))
+            valid.append(child[-1] >= 0)
         return cls(valid, child)
 
     def reach(self, item_ok: torch.Tensor) -> list[torch.Tensor]:

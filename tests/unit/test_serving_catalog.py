@@ -322,3 +322,33 @@ def test_trie_reach_limits_each_request_of_a_batch_to_its_own_items():
     full_items, full_scores = beam_search(model, batch, trie, k=n, beam=4 * n)
     full = dict(zip(full_items[0].tolist(), full_scores[0].tolist(), strict=True))
     assert all(abs(full[i] - s) < 1e-4 for i, s in zip(items[0].tolist(), scores[0].tolist(), strict=True) if i > 0)
+
+
+def test_trie_from_codes_numbers_nodes_like_the_reference_loop():
+    """The vectorized build gives the tensors of the plain loop (nodes of each depth numbered in order
+    of first appearance), with and without ``keep``."""
+    from oneloc.model.trie import Trie
+
+    def reference(codes, sizes, keep=None):
+        items = np.arange(1, len(codes) + 1) if keep is None else np.flatnonzero(keep) + 1
+        rows, depth = codes[items - 1], codes.shape[1]
+        node_of = [{(): 0}] + [{} for _ in range(depth)]
+        for row in rows:
+            for d in range(1, depth):
+                node_of[d].setdefault(tuple(row[:d]), len(node_of[d]))
+        child = []
+        for d in range(depth):
+            ch = torch.full((len(node_of[d]), sizes[d]), -1, dtype=torch.long)
+            for item, row in zip(items.tolist(), rows, strict=True):
+                ch[node_of[d][tuple(row[:d])], row[d]] = item if d == depth - 1 else node_of[d + 1][tuple(row[:d + 1])]
+            child.append(ch)
+        return child
+
+    rng = np.random.default_rng(3)
+    sizes = [7, 5, 9]
+    codes = np.unique(rng.integers(0, 5, (400, 3)) % np.array(sizes), axis=0)
+    codes = codes[rng.permutation(len(codes))]
+    for keep in (None, rng.random(len(codes)) < 0.4, np.zeros(len(codes), bool)):
+        got = Trie.from_codes(codes, sizes, keep=keep)
+        for g, v, r in zip(got.child, got.valid, reference(codes, sizes, keep), strict=True):
+            assert torch.equal(g, r) and torch.equal(v, r >= 0)
