@@ -72,18 +72,7 @@ def make_batch(tok, histories: list[list], history_ts_ms: list[list[int]], now_t
             ctx[b, T - n:] = np.asarray(history_ctx[b], np.float32)[-n:]
         else:
             ctx[b, T - n:][known] = tok.ctx[idx[known] - 1]
-    batch = {
-        "hist_items": torch.from_numpy(items), "hist_mask": torch.from_numpy(items > 0),
-        "hist_how": torch.from_numpy(how), "hist_gap": torch.from_numpy(gap),
-        "hist_loc": torch.from_numpy(loc), "hist_ctx": torch.from_numpy(ctx),
-        "user_loc": torch.as_tensor(np.asarray(user_locs, np.float32).reshape(B, 2)),
-        "nbr_ctx": torch.as_tensor(np.asarray(nbr_ctx, np.float32).reshape(B, -1, C)),
-    }
-    cand, counts = tok.transitions.candidates(items[:, -1], np.asarray(now_ts_ms, np.int64))
-    batch["cand_items"], batch["cand_counts"] = torch.from_numpy(cand), torch.from_numpy(counts)
-    ul = np.asarray(user_locs, np.float64).reshape(B, 2)
-    near, visits, km = tok.nearby.candidates(ul[:, 0], ul[:, 1], np.asarray(now_ts_ms, np.int64), items, tok.lat, tok.lng)
-    batch["near_items"], batch["near_counts"], batch["near_km"] = (torch.from_numpy(x) for x in (near, visits, km))
+    batch = _assemble(tok, items, how, gap, loc, ctx, now_ts_ms, user_locs, nbr_ctx)
     if targets is not None:
         target_items = np.array([tok.index_of(p) for p in targets], np.int64)
         batch["target_items"] = torch.from_numpy(target_items)
@@ -110,8 +99,17 @@ def make_batch_arrays(tok, items: np.ndarray, ts_ms: np.ndarray, now_ts_ms, user
     known = items[mask] - 1
     loc[mask] = np.stack([tok.lat[known], tok.lng[known]], 1)
     ctx[mask] = tok.ctx[known]
+    batch = _assemble(tok, items, how, gap, loc, ctx, now, user_locs, nbr_ctx)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _assemble(tok, items, how, gap, loc, ctx, now_ts_ms, user_locs, nbr_ctx) -> dict[str, torch.Tensor]:
+    """The batch (on the CPU) from its history arrays (B, T, ...): the mask, the request's location and
+    context, and the transition and nearby candidates (both read ``items``)."""
+    B, C = items.shape[0], tok.ctx_dim
+    now = np.asarray(now_ts_ms, np.int64)
     batch = {
-        "hist_items": torch.from_numpy(items), "hist_mask": torch.from_numpy(mask),
+        "hist_items": torch.from_numpy(items), "hist_mask": torch.from_numpy(items > 0),
         "hist_how": torch.from_numpy(how), "hist_gap": torch.from_numpy(gap),
         "hist_loc": torch.from_numpy(loc), "hist_ctx": torch.from_numpy(ctx),
         "user_loc": torch.as_tensor(np.asarray(user_locs, np.float32).reshape(B, 2)),
@@ -122,4 +120,4 @@ def make_batch_arrays(tok, items: np.ndarray, ts_ms: np.ndarray, now_ts_ms, user
     ul = np.asarray(user_locs, np.float64).reshape(B, 2)
     near, visits, km = tok.nearby.candidates(ul[:, 0], ul[:, 1], now, items, tok.lat, tok.lng)
     batch["near_items"], batch["near_counts"], batch["near_km"] = (torch.from_numpy(x) for x in (near, visits, km))
-    return {k: v.to(device) for k, v in batch.items()}
+    return batch

@@ -78,7 +78,6 @@ class Recommender:
         self.trie = Trie.from_codes(tok.codes, tok.codebook_sizes, keep=served.active).to(device)
         self.num_active = int(served.active.sum())
         self.max_len = model.cfg.max_history
-        self.key = {str(p): p for p in tok.poi_ids.tolist()}                 # "123" -> the tokenizer's id
         self.ids = [str(p) for p in tok.poi_ids.tolist()]                    # item index - 1 -> poi_id
         self.item_of = {str(p): tok.index_of(p) for p in tok.poi_ids.tolist()}  # "123" -> item index 1..N
         self.categories = served.categories
@@ -189,8 +188,8 @@ class Recommender:
                  allowed: np.ndarray) -> tuple[np.ndarray, ...]:
         """Mix the neighbourhood's popularity share with the model's probabilities (module docstring)."""
         hit = self.index.lookup(r.lat, r.lng) if self.index is not None else None
-        pairs = [(self.tok.index_of(self.key[p]), o) for p, o in zip(hit.poi_ids, hit.orders, strict=True)
-                 if p in self.key] if hit is not None else []
+        pairs = [(self.item_of[p], o) for p, o in zip(hit.poi_ids, hit.orders, strict=True)
+                 if p in self.item_of] if hit is not None else []
         pairs = [(i, o) for i, o in pairs if allowed[i]]               # closed or too far: never
         total = float(sum(o for _, o in pairs))
         if total <= 0:

@@ -163,7 +163,7 @@ class Maintainer:
         """Start a pass unless one is running; whether it started."""
         if self.running():
             return False
-        self._thread = threading.Thread(target=self._pass, name="oneloc-maintenance", daemon=True)
+        self._thread = threading.Thread(target=self.run_pass, name="oneloc-maintenance", daemon=True)
         self._thread.start()
         return True
 
@@ -172,7 +172,8 @@ class Maintainer:
         if self._thread is not None:
             self._thread.join()
 
-    def _pass(self) -> None:
+    def run_pass(self) -> None:
+        """One pass over the tables, in the calling thread (``request`` runs it in the background)."""
         start, t0, errors = time.time(), time.perf_counter(), []
         for uri in self.uris:
             name = uri.rstrip("/").rsplit("/", 1)[-1]

@@ -233,7 +233,7 @@ class BatchWriter:
         """Compact, vacuum and checkpoint every table now, in this thread (after a pass in progress);
         returns each table's files before and after."""
         self.maintainer.wait()
-        self.maintainer._pass()
+        self.maintainer.run_pass()
         return self.maintainer.last
 
     def close(self) -> None:
@@ -364,9 +364,7 @@ class _Clock:
 
     def __init__(self):
         self.laps: dict[str, float] = {}
-        self.t = time.perf_counter()
-
-        self.t0 = self.t
+        self.t = self.t0 = time.perf_counter()
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
