@@ -33,11 +33,12 @@ from oneloc.benchmarks._emit import emit
 def old_recommender(rev: str):
     src = subprocess.run(["git", "show", f"{rev}:serving/recommender.py"], check=True, capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parents[1]).stdout
-    path = Path(tempfile.mkdtemp()) / "recommender_old.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("oneloc_recommender_old", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    with tempfile.TemporaryDirectory() as tmp:                  # loaded once, then the file is not needed
+        path = Path(tmp) / "recommender_old.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location("oneloc_recommender_old", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
     return mod.Recommender
 
 

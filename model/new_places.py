@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import h3
 import numpy as np
 import torch
 
@@ -81,23 +82,39 @@ def extend_transitions(log: TransitionLog, added: int) -> TransitionLog:
     return TransitionLog(succ, pairs, log.stamps)
 
 
-def _nearest_with_room(row: np.ndarray, few: np.ndarray | None, used: list[set], room: int) -> int | None:
-    """The nearest prefix (ties: the lower index, as a stable sort of the row) with a free last code."""
-    if few is not None:
-        few = few[np.lexsort((few, row[few]))]
-        cut = row[few[-1]]
-        for g in few.tolist():
-            if row[g] >= cut:
-                break                                    # a tie at the cut may hide a lower index: sort the row
-            if len(used[g]) < room:
-                return g
-    return next((int(g) for g in np.argsort(row, kind="stable") if len(used[g]) < room), None)
+class _Candidates:
+    """One distinct new-place vector's prefixes, nearest first (ties: the lower index, as a stable sort of its
+    distance row), walked with a pointer: prefixes only fill up, so one passed over as full stays passed. First
+    the ``NEAREST`` nearest (argpartition: O(prefixes)); the whole row is sorted only when they run out or a tie
+    at their cut may hide a lower index."""
+
+    def __init__(self, row: np.ndarray):
+        self.row, self.pos = row, 0
+        if len(row) > NEAREST:
+            few = np.argpartition(row, NEAREST - 1)[:NEAREST]
+            few = few[np.lexsort((few, row[few]))]
+            self.order, self.complete = few[row[few] < row[few[-1]]], False   # certain: strictly before the cut
+        else:
+            self.order, self.complete = np.argsort(row, kind="stable"), True
+
+    def next_with_room(self, has_room) -> int | None:
+        while True:
+            while self.pos < len(self.order) and not has_room(self.order[self.pos]):
+                self.pos += 1
+            if self.pos < len(self.order):
+                return int(self.order[self.pos])
+            if self.complete:
+                return None
+            self.order, self.pos, self.complete = np.argsort(self.row, kind="stable"), 0, True
 
 
 def add_places(tok: SemanticIdTokenizer, cfg: ModelConfig, ids, category, lat, lng) -> tuple[SemanticIdTokenizer, list]:
     """The tokenizer with the new places appended (module docstring), and the ids left without an ID.
     ``category``: the tokenizer's category ids (``category_ids_of``; 0 = unknown); ids already known are
-    skipped. Places are taken in the order given (a deterministic order keeps their IDs stable)."""
+    skipped. Places are taken in the order given (a deterministic order keeps their IDs stable).
+
+    Cost: places that share an H3 cell and a category have the same vector, so distances are computed once
+    per distinct (cell, category), O(distinct x prefixes), and each place then takes O(1) amortised."""
     ids = list(ids)
     keep = [j for j, p in enumerate(ids) if not tok.index_of(p)]
     if not keep:
@@ -106,40 +123,49 @@ def add_places(tok: SemanticIdTokenizer, cfg: ModelConfig, ids, category, lat, l
     category = np.where((c := np.asarray(category, np.int64)[keep]) < tok.ctx_dim, c, 0)
     lat, lng = np.asarray(lat, np.float64)[keep], np.asarray(lng, np.float64)[keep]
     # location context of each new place's cell (at the tokenizer's H3 resolution), over the catalog with the
-    # new places in it
+    # new places in it; one vector per distinct (cell, category)
     context = CatalogContext(np.concatenate([tok.lat, lat]), np.concatenate([tok.lng, lng]),
                              np.concatenate([tok.category, category]), tok.ctx_dim, tok.h3_resolution)
-    ctx = np.stack([context.cell_vector(a, b) for a, b in zip(lat, lng, strict=True)]).astype(np.float32)
+    cells = [h3.latlng_to_cell(float(a), float(b), tok.h3_resolution) for a, b in zip(lat, lng, strict=True)]
+    distinct: dict[tuple[str, int], int] = {}
+    group = np.array([distinct.setdefault(k, len(distinct)) for k in zip(cells, category.tolist(), strict=True)])
+    first = np.unique(group, return_index=True)[1]                  # a place of each group, in group order
+    ctx_g = np.stack([context.cell_vector(lat[j], lng[j]) for j in first]).astype(np.float32)   # (G, C)
+    ctx = ctx_g[group]                                                                      # (n, C)
     width = int(max(tok.category.max(initial=0), category.max(initial=0))) + 1
     fitted = content_vectors(tok.category, tok.ctx, width, cfg)
-    new = content_vectors(category, ctx, width, cfg)
+    new = content_vectors(category[first], ctx_g, width, cfg)                               # (G, D)
 
     prefixes, member = np.unique(tok.codes[:, :-1], axis=0, return_inverse=True)
     member = member.ravel()
     means = np.zeros((len(prefixes), fitted.shape[1]), np.float64)
     np.add.at(means, member, fitted)
     means /= np.bincount(member, minlength=len(prefixes))[:, None]
-    used = [set() for _ in prefixes]
-    for g, last in zip(member.tolist(), tok.codes[:, -1].tolist(), strict=True):
-        used[g].add(last)
     room = tok.codebook_sizes[-1]
+    taken_last = np.zeros((len(prefixes), room), bool)               # (prefixes, room) last codes in use
+    taken_last[member, tok.codes[:, -1]] = True
+    free = room - taken_last.sum(1)                                  # (prefixes,) last codes still free
+    nxt = np.zeros(len(prefixes), np.int64)                          # the smallest code that may be free
 
-    codes, taken, left = [], [], []
     sq = (means * means).sum(1)
+    cands: list[_Candidates] = []
     for start in range(0, len(new), CHUNK):
         dist = sq[None] - 2.0 * new[start:start + CHUNK] @ means.T                      # (chunk, prefixes)
-        # the NEAREST nearest prefixes of each row first (argpartition: O(prefixes), not a sort of all of them);
-        # the whole row is sorted only when none of them is certain (no room, or a tie at the cut)
-        few = np.argpartition(dist, NEAREST - 1, 1)[:, :NEAREST] if dist.shape[1] > NEAREST else None
-        for r, j in enumerate(range(start, min(start + CHUNK, len(new)))):
-            g = _nearest_with_room(dist[r], None if few is None else few[r], used, room)
-            if g is None:
-                left.append(ids[j])
-                continue
-            last = min(set(range(room)) - used[g])
-            used[g].add(last)
-            codes.append([*prefixes[g].tolist(), last])
-            taken.append(j)
+        cands.extend(_Candidates(row) for row in dist)
+
+    codes, taken, left = [], [], []
+    has_room = free.__getitem__
+    for j, gr in enumerate(group.tolist()):
+        g = cands[gr].next_with_room(lambda p: has_room(p) > 0)
+        if g is None:
+            left.append(ids[j])
+            continue
+        while taken_last[g, nxt[g]]:
+            nxt[g] += 1
+        taken_last[g, nxt[g]] = True
+        free[g] -= 1
+        codes.append([*prefixes[g].tolist(), int(nxt[g])])
+        taken.append(j)
     if not taken:
         return tok, left
     t = np.asarray(taken)

@@ -202,10 +202,11 @@ def fit_tokenizer(poi_ids, category, lat, lng, ctx, sequences, cfg: ModelConfig,
     return tok
 
 
-def category_ids(labels) -> tuple[np.ndarray, list]:
+def category_ids(labels, known: list | None = None) -> tuple[np.ndarray, list]:
     """Category labels of any kind ('' or None = unknown) -> (N,) ints 1..K (0 = unknown) and the sorted
-    list of the K known labels (label of id i is ``known[i - 1]``)."""
-    known = sorted({x for x in labels if x not in ("", None)})
+    list of the K known labels (label of id i is ``known[i - 1]``). ``known`` given: numbered by it instead
+    (e.g. a subset of places numbered by the whole catalog's labels; a label outside it is unknown)."""
+    known = sorted({x for x in labels if x not in ("", None)}) if known is None else known
     index = {x: i + 1 for i, x in enumerate(known)}
     return np.array([index.get(x, 0) for x in labels], np.int64), known
 

@@ -136,11 +136,6 @@ def _by_item(a, device) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([np.zeros((1, *a.shape[1:]), np.float32), a])).to(device)
 
 
-def category_index(categories) -> dict:
-    """Category name -> 1..K (sorted; 0 = unknown)."""
-    return {c: i + 1 for i, c in enumerate(sorted({c for c in categories if isinstance(c, str) and c}))}
-
-
 def item_spend(tok, catalog: PoiCatalog, observed: dict | None = None) -> np.ndarray:
     """(N + 1,) float32 spend of each item index (row 0 = padding): the catalog's ``spend`` (avg_spend,
     else the observed mean Order.amount, else 0; streaming/catalog.py); 0 for a POI it lacks."""
@@ -156,16 +151,16 @@ def fit_train_tokenizer(train: pd.DataFrame, catalog: PoiCatalog, model_cfg, h3_
     the tokenizer), with the training samples' transitions (latest history event -> target, at the
     target's time) for the transition candidates and their visits (targets) for the nearby ones."""
     from oneloc.model.context import catalog_context
-    from oneloc.model.semantic_ids import fit_tokenizer
+    from oneloc.model.semantic_ids import category_ids, fit_tokenizer
     from oneloc.streaming.samples import user_sequences
 
     seen = set(train["target_poi"].tolist())
     for h in train["hist_poi"]:
         seen.update(np.asarray(h).tolist())
-    cat_of = category_index(catalog.category_key)
+    _, known = category_ids(list(catalog.category_key))                  # numbered over the whole catalog
     p = catalog.take([x for x in catalog.poi_id.tolist() if x in seen])   # the catalog's id order
-    cat = np.array([cat_of.get(c, 0) for c in p.category_key], np.int64)
-    ctx, _ = catalog_context(p.lat, p.lng, cat, len(cat_of) + 1, h3_resolution)
+    cat, _ = category_ids(list(p.category_key), known)
+    ctx, _ = catalog_context(p.lat, p.lng, cat, len(known) + 1, h3_resolution)
     seqs = [s.tolist() for s in user_sequences(train).values()]
     prev = [h[-1] if len(h) else None for h in train["hist_poi"]]
     targets, times = train["target_poi"].tolist(), train["target_ts"].tolist()
@@ -222,7 +217,12 @@ def window_filter(dt, cfg) -> list | None:
     if not len(ts):
         return None
     end, _ = cfg.shards.window_cutoffs(int(pc.max(ts).as_py()))
-    return [("target_ts", ">=", end - int(cfg.train.window_hours * 3_600_000))]
+    return [("target_ts", ">=", window_start_ms(end, cfg))]
+
+
+def window_start_ms(train_end_ms: int, cfg) -> int | None:
+    """The oldest target time ``train.window_hours`` keeps before the training split's end (None: no bound)."""
+    return int(train_end_ms - cfg.train.window_hours * 3_600_000) if cfg.train.window_hours else None
 
 
 def prepare(cfg, source: str | None = None) -> TrainData:

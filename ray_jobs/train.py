@@ -94,11 +94,13 @@ def train_dataset(cfg, data, seed: int):
     DataFrame shuffled once."""
     import ray
 
+    from oneloc.ray_jobs.data import window_start_ms
+
     if data.delta_uri:
         ds = ray.data.read_delta(data.delta_uri, version=data.delta_version,
                                  storage_options=cfg.storage.storage_options or None)
         if data.train_end_ms < NEVER_MS:                 # rolling: every row is a sample; older ones train
-            lo = int(data.train_end_ms - cfg.train.window_hours * 3_600_000) if cfg.train.window_hours else None
+            lo = window_start_ms(data.train_end_ms, cfg)
             ds = ds.filter(expr=f"target_ts < {int(data.train_end_ms)}" + (f" and target_ts >= {lo}" if lo else ""))
         elif "split" in ds.schema().names:
             ds = ds.filter(expr="split == 'train'")

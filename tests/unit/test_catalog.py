@@ -79,7 +79,7 @@ def test_nyc_tokenizer_and_spend_are_those_of_the_pois_file():
     from oneloc.config import load_config
     from oneloc.model.context import catalog_context
     from oneloc.model.semantic_ids import fit_tokenizer
-    from oneloc.ray_jobs.data import category_index, fit_train_tokenizer, item_spend
+    from oneloc.ray_jobs.data import fit_train_tokenizer, item_spend
     from oneloc.streaming.dataset import load_checkins
     from oneloc.streaming.samples import build_samples, user_sequences
     from oneloc.streaming.spend import category_spend
@@ -89,7 +89,7 @@ def test_nyc_tokenizer_and_spend_are_those_of_the_pois_file():
     s = build_samples(c[c["user_id"].isin(sorted(c["user_id"].unique())[:60])], cfg.shards)
     train, pois = s[s["split"] == "train"].reset_index(drop=True), load_pois()
     seen = set(train["target_poi"]) | {int(x) for h in train["hist_poi"] for x in h}
-    cat_of = category_index(pois["category_id"])
+    cat_of = {c: i + 1 for i, c in enumerate(sorted({c for c in pois["category_id"] if c}))}   # as before
     p = pois[pois["poi_id"].isin(seen)].sort_values("poi_id")
     cat = np.array([cat_of.get(x, 0) for x in p["category_id"]], np.int64)
     ctx, _ = catalog_context(p["lat"].to_numpy(), p["lng"].to_numpy(), cat, len(cat_of) + 1)

@@ -159,6 +159,64 @@ def test_new_place_joins_the_nearest_group_with_a_free_code_and_ids_stay_unique(
     assert add_places(coarse, cfg, ["n1"], [2], [38.8], [-9.1])[0].h3_resolution == 7
 
 
+def _reference_places(tok, cfg, ids, category, lat, lng):
+    """add_places' rule written plainly, one place at a time: each place's own content vector, the distance to
+    every prefix mean, the nearest prefix with a free last code (ties: the lower prefix), its smallest free code."""
+    from oneloc.model.geo import CatalogContext
+    from oneloc.model.new_places import content_vectors
+
+    context = CatalogContext(np.concatenate([tok.lat, lat]), np.concatenate([tok.lng, lng]),
+                             np.concatenate([tok.category, category]), tok.ctx_dim, tok.h3_resolution)
+    width = int(max(tok.category.max(), max(category))) + 1
+    prefixes, member = np.unique(tok.codes[:, :-1], axis=0, return_inverse=True)
+    fitted = content_vectors(tok.category, tok.ctx, width, cfg)
+    means = np.stack([fitted[member.ravel() == g].astype(np.float64).mean(0) for g in range(len(prefixes))])
+    used = [set(tok.codes[member.ravel() == g, -1].tolist()) for g in range(len(prefixes))]
+    out, left = {}, []
+    for p, c, a, b in zip(ids, category, lat, lng, strict=True):
+        v = content_vectors(np.array([c]), context.cell_vector(a, b)[None], width, cfg)[0]
+        d = (means * means).sum(1) - 2.0 * means @ v
+        g = next((int(g) for g in np.argsort(d, kind="stable") if len(used[g]) < tok.codebook_sizes[-1]), None)
+        if g is None:
+            left.append(p)
+            continue
+        last = min(set(range(tok.codebook_sizes[-1])) - used[g])
+        used[g].add(last)
+        out[p] = (*prefixes[g].tolist(), last)
+    return out, left
+
+
+def test_new_places_equal_the_plain_rule_with_shared_cells_ties_and_full_groups():
+    """Many new places in few cells (the per-(cell, category) rows), groups filling up mid-way (the walk past
+    full prefixes, then places left over), exact ties between prefixes (the lower one first): the IDs are the
+    ones the plain one-place-at-a-time rule gives."""
+    rng = np.random.default_rng(3)
+    n, cats = 300, 5
+    cat = rng.integers(1, cats, n)
+    lat, lng = 38.72 + rng.integers(0, 6, n) * 0.01, -9.14 + rng.integers(0, 6, n) * 0.01   # few distinct cells
+    codes = np.stack([rng.integers(0, 16, n), rng.integers(0, 16, n), np.zeros(n, np.int64)], 1)   # > NEAREST prefixes
+    for key in {tuple(r) for r in codes[:, :2].tolist()}:        # a distinct last code within each prefix
+        rows = np.flatnonzero((codes[:, :2] == key).all(1))
+        codes[rows, 2] = np.arange(len(rows))
+    dup = codes[:, :2] == codes[0, :2]                           # a prefix twinned exactly: a tie in distance
+    cat[dup.all(1)] = cat[0]
+    from oneloc.model.context import catalog_context
+
+    ctx, _ = catalog_context(lat, lng, cat, cats, 8)
+    room = int(codes[:, 2].max()) + 3
+    tok = SemanticIdTokenizer(np.array([f"p{i}" for i in range(n)], dtype=object), codes, [16, 16, room], cat, lat,
+                              lng, ctx)
+    m = 2000                                                       # more than the free codes: some are left
+    ids = [f"n{i}" for i in range(m)]
+    ncat = rng.integers(0, cats, m)
+    nlat, nlng = 38.72 + rng.integers(0, 8, m) * 0.01, -9.14 + rng.integers(0, 8, m) * 0.01
+    cfg = ModelConfig()
+    out, left = add_places(tok, cfg, ids, ncat, nlat, nlng)
+    ref, ref_left = _reference_places(tok, cfg, ids, ncat, nlat, nlng)
+    assert left == ref_left and len(left) > 0 and len(ref) > 0
+    assert {p: out.id_of(p) for p in ref} == ref
+
+
 def test_extended_transitions_keep_every_old_candidate_and_count():
     log = TransitionLog.fit([1, 1, 2, 3, 1], [2, 3, 3, 1, 2], [10, 20, 30, 40, 50], num_items=3, s=2)
     ext = extend_transitions(log, 4)
